@@ -1,0 +1,1 @@
+"""keras_deeplab.training.callbacks (being written)."""
