@@ -1,0 +1,88 @@
+"""Parity of an exported model against the Keras model it came from."""
+
+import numpy as np
+
+from keras_deeplab.export._common import IGNORE_LABEL
+
+
+def softmax(logits, axis=-1):
+    """Numerically stable softmax in NumPy (float64 internally)."""
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(x)
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def confusion_matrix(labels, predictions, num_classes, ignore_label=IGNORE_LABEL):
+    """(num_classes, num_classes) confusion matrix, rows = ground truth."""
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    predictions = np.asarray(predictions).reshape(-1).astype(np.int64)
+    keep = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
+    idx = labels[keep] * num_classes + predictions[keep]
+    return np.bincount(idx, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
+
+
+def mean_iou(confusion):
+    """Mean IoU over classes present in ground truth or prediction."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    valid = union > 0
+    if not valid.any():
+        return float("nan")
+    return float(np.mean(tp[valid] / union[valid]))
+
+
+def parity_report(reference_logits, candidate_logits, labels=None, ignore_label=IGNORE_LABEL):
+    """Compares two lists of (H, W, C) logit maps.
+
+    Args:
+        reference_logits: list of float arrays from the Keras model.
+        candidate_logits: list of float arrays from the exported model, same
+            shapes.
+        labels: optional list of int (H, W) masks (ignore label 255) for the
+            mIoU delta.
+        ignore_label: int. Label skipped by mIoU. Defaults to 255.
+
+    Returns:
+        dict with `num_images`, `max_abs_diff_logits`,
+        `max_abs_diff_probabilities`, `argmax_agreement` (fraction of pixels
+        with the same label) and, when labels are given, `miou_keras`,
+        `miou_exported` and `miou_delta` (exported minus Keras).
+    """
+    if len(reference_logits) != len(candidate_logits):
+        raise ValueError("parity_report needs as many candidate as reference maps.")
+    max_logit = max_prob = 0.0
+    same = total = 0
+    num_classes = int(reference_logits[0].shape[-1])
+    conf_ref = np.zeros((num_classes, num_classes), np.int64)
+    conf_cand = np.zeros_like(conf_ref)
+    for i, (ref, cand) in enumerate(zip(reference_logits, candidate_logits)):
+        ref = np.asarray(ref, np.float32)
+        cand = np.asarray(cand, np.float32)
+        if ref.shape != cand.shape:
+            raise ValueError(
+                f"Image {i}: exported model output shape {cand.shape} differs "
+                f"from the Keras model's {ref.shape}."
+            )
+        max_logit = max(max_logit, float(np.abs(ref - cand).max()))
+        max_prob = max(max_prob, float(np.abs(softmax(ref) - softmax(cand)).max()))
+        a, b = ref.argmax(-1), cand.argmax(-1)
+        same += int((a == b).sum())
+        total += a.size
+        if labels is not None:
+            conf_ref += confusion_matrix(labels[i], a, num_classes, ignore_label)
+            conf_cand += confusion_matrix(labels[i], b, num_classes, ignore_label)
+    report = {
+        "num_images": len(reference_logits),
+        "max_abs_diff_logits": max_logit,
+        "max_abs_diff_probabilities": max_prob,
+        "argmax_agreement": same / max(total, 1),
+    }
+    if labels is not None:
+        report["miou_keras"] = mean_iou(conf_ref)
+        report["miou_exported"] = mean_iou(conf_cand)
+        report["miou_delta"] = report["miou_exported"] - report["miou_keras"]
+    return report
