@@ -1,0 +1,57 @@
+"""Backbones returning dicts of feature maps, with output stride set by dilation."""
+
+import keras
+
+from keras_deeplab.backbones.mobilenet_v2 import MobileNetV2Backbone
+from keras_deeplab.backbones.resnet import DEPTHS, ResNetBackbone
+from keras_deeplab.backbones.vgg import VGG16Backbone
+from keras_deeplab.backbones.weights import load_imagenet_weights
+
+NAMES = tuple(f"resnet{d}" for d in sorted(DEPTHS)) + ("vgg16", "mobilenetv2")
+
+
+def get_backbone(backbone, output_stride=16, multi_grid=None, weights=None, **kwargs):
+    """Builds a backbone by name (or checks a given one) and loads its weights.
+
+    Args:
+        backbone: str or keras.Model. One of ``NAMES`` or a backbone instance.
+        output_stride: int. 8, 16 or 32. Defaults to 16.
+        multi_grid: tuple or None. ResNet only: last-stage rate multipliers.
+        weights: None, "imagenet" or a weights-file path (keras.applications layout).
+        **kwargs: Passed to the backbone class (e.g. ``base_filters`` for ResNet).
+
+    Example:
+    >>> backbone = get_backbone("resnet101", output_stride=8, multi_grid=(1, 2, 4))
+    """
+    if isinstance(backbone, keras.Model):
+        model = backbone
+    elif not isinstance(backbone, str) or backbone.lower() not in NAMES:
+        raise ValueError(
+            f"Unknown backbone {backbone!r}; expected one of {NAMES} or a backbone instance "
+            "(ResNetBackbone, VGG16Backbone, MobileNetV2Backbone)."
+        )
+    else:
+        name = backbone.lower()
+        if name.startswith("resnet"):
+            model = ResNetBackbone(
+                depth=int(name[6:]), output_stride=output_stride, multi_grid=multi_grid,
+                name=name, **kwargs,
+            )
+        else:
+            if multi_grid is not None:
+                raise ValueError(f"multi_grid applies to ResNet backbones only, not {name!r}.")
+            cls = VGG16Backbone if name == "vgg16" else MobileNetV2Backbone
+            model = cls(output_stride=output_stride, name=name, **kwargs)
+    if weights is not None:
+        load_imagenet_weights(model, weights)
+    return model
+
+
+__all__ = [
+    "NAMES",
+    "MobileNetV2Backbone",
+    "ResNetBackbone",
+    "VGG16Backbone",
+    "get_backbone",
+    "load_imagenet_weights",
+]

@@ -1,0 +1,26 @@
+"""Keras layers for DeepLab models (backend-agnostic; native dilated kernels on TF)."""
+
+from keras_deeplab.layers.aspp import ASPP
+from keras_deeplab.layers.aspp_v2 import ASPPV2
+from keras_deeplab.layers.atrous_conv import (
+    AtrousConv2D,
+    AtrousDepthwiseConv2D,
+    tflite_export_mode,
+)
+from keras_deeplab.layers.conv_bn import ConvBNReLU
+from keras_deeplab.layers.decoder import DeepLabV3PlusDecoder
+from keras_deeplab.layers.preprocessing import ImageNormalization
+from keras_deeplab.layers.resize import ResizeLike, resize_to
+
+__all__ = [
+    "ASPP",
+    "ASPPV2",
+    "AtrousConv2D",
+    "AtrousDepthwiseConv2D",
+    "ConvBNReLU",
+    "DeepLabV3PlusDecoder",
+    "ImageNormalization",
+    "ResizeLike",
+    "resize_to",
+    "tflite_export_mode",
+]

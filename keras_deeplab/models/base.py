@@ -1,0 +1,91 @@
+"""Shared plumbing of the functional segmentation models (config, heads, output)."""
+
+import keras
+
+from keras_deeplab.backbones import get_backbone
+from keras_deeplab.layers.conv_bn import ConvBNReLU
+from keras_deeplab.layers.resize import ResizeLike
+from keras_deeplab.utils import check_output_stride
+
+
+def default_aspp_rates(output_stride):
+    """DeepLab's ASPP rates: (6, 12, 18) at OS16, doubled at OS8, halved at OS32."""
+    return {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}[output_stride]
+
+
+def resolve_backbone(backbone, output_stride, multi_grid, backbone_weights, backbone_kwargs):
+    """Returns (backbone_model, output_stride) from a name or an instance."""
+    if isinstance(backbone, dict):
+        backbone = keras.saving.deserialize_keras_object(backbone)
+    if isinstance(backbone, keras.Model):
+        own = getattr(backbone, "output_stride", None)
+        if output_stride is not None and own is not None and output_stride != own:
+            raise ValueError(
+                f"output_stride={output_stride} disagrees with the given backbone's output "
+                f"stride {own}; build the backbone with output_stride={output_stride}."
+            )
+        output_stride = own if own is not None else output_stride
+        if backbone_weights is not None:
+            get_backbone(backbone, weights=backbone_weights)
+        return backbone, output_stride
+    output_stride = check_output_stride(16 if output_stride is None else output_stride)
+    model = get_backbone(
+        backbone,
+        output_stride=output_stride,
+        multi_grid=multi_grid,
+        weights=backbone_weights,
+        **(backbone_kwargs or {}),
+    )
+    return model, output_stride
+
+
+def backbone_config(backbone, original):
+    """What ``get_config`` stores for the backbone: its name, or its serialized form."""
+    if isinstance(original, str):
+        return original
+    return keras.saving.serialize_keras_object(backbone)
+
+
+def classifier(x, reference, num_classes, name):
+    """1x1 classifier, bilinear resize to ``reference`` and a float32 output."""
+    x = keras.layers.Conv2D(num_classes, 1, name=f"{name}_classifier")(x)
+    x = ResizeLike(name=f"{name}_upsample")([x, reference])
+    return keras.layers.Activation("linear", dtype="float32", name=name)(x)
+
+
+def aux_classifier(features, reference, num_classes, filters=256, dropout=0.1):
+    """FCN-style auxiliary head on a stride-16 feature map (PSPNet's deep supervision)."""
+    x = ConvBNReLU(filters, 3, name="aux_conv")(features)
+    x = keras.layers.Dropout(dropout, name="aux_dropout")(x)
+    return classifier(x, reference, num_classes, name="aux_logits")
+
+
+class SegmentationModel(keras.Model):
+    """Base class: a functional model whose ``get_config`` returns its ctor arguments.
+
+    Subclasses build the graph, call ``super().__init__(inputs, outputs)`` and then
+    ``self._set_config(...)`` with every constructor argument under its own name.
+    ``backbone_weights`` is stored as None: the weights travel in the ``.keras`` file,
+    and reloading must not download ImageNet weights again.
+    """
+
+    def _set_config(self, **config):
+        self._kd_config = dict(config)
+
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable}
+        config.update(self._kd_config)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @property
+    def backbone(self):
+        """The backbone sub-model (looked up, not stored, so weights are saved once)."""
+        return self.get_layer(self._backbone_name)
+
+    @property
+    def num_classes(self):
+        return self._kd_config["num_classes"]
