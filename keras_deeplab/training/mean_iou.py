@@ -1,0 +1,62 @@
+"""Streaming mean IoU over a confusion matrix, taking logits and ignoring the void label."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_deeplab.training._utils import main_logits, squeeze_mask
+
+
+@keras.saving.register_keras_serializable(package="keras_deeplab")
+class MeanIoU(keras.metrics.MeanIoU):
+    """Mean intersection-over-union for semantic segmentation.
+
+    A thin layer over `keras.metrics.MeanIoU`: it takes the model's logits (argmax inside),
+    integer masks of shape (B, H, W, 1), and skips pixels labelled `ignore_class`. The state is
+    one confusion matrix; under `tf.distribute` the per-replica matrices are summed before the
+    IoU is computed (never an average of per-replica IoUs). Classes that appear neither in the
+    labels nor in the predictions are left out of the mean (the Cityscapes convention).
+
+    Args:
+        num_classes: int. Number of classes.
+        ignore_class: int or None. Label excluded from the matrix. Defaults to 255.
+        name: str. Defaults to "mean_iou".
+        dtype: dtype of the confusion matrix. Defaults to "int32" (exact counts up to 2^31
+            pixels per cell); use "float64" or "int64" for datasets beyond that.
+
+    Example:
+    ```python
+    model.compile(optimizer="sgd", loss=kd.losses.CrossEntropy(),
+                  metrics=[kd.metrics.MeanIoU(num_classes=19)])
+    ```
+    """
+
+    def __init__(self, num_classes, ignore_class=255, name="mean_iou", dtype=None):
+        super().__init__(num_classes=num_classes, ignore_class=ignore_class,
+                         sparse_y_true=True, sparse_y_pred=False, name=name, dtype=dtype)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(squeeze_mask(y_true), main_logits(y_pred),
+                                    sample_weight=sample_weight)
+
+    def confusion_matrix(self):
+        """The accumulated (num_classes, num_classes) matrix, rows = truth, as NumPy int64."""
+        return np.asarray(keras.ops.convert_to_numpy(self.total_cm)).astype(np.int64)
+
+    def per_class_iou(self):
+        """IoU of every class as a NumPy vector; NaN where a class was never seen."""
+        return iou_from_confusion(self.confusion_matrix())
+
+    def get_config(self):
+        return {"num_classes": self.num_classes, "ignore_class": self.ignore_class,
+                "name": self.name, "dtype": self.dtype}
+
+
+def iou_from_confusion(cm):
+    """Per-class IoU from a confusion matrix (rows truth); NaN where TP + FP + FN == 0."""
+    cm = np.asarray(cm, np.float64)
+    tp = np.diag(cm)
+    denom = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, tp / np.where(denom > 0, denom, 1), np.nan)
