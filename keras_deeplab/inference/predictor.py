@@ -1,0 +1,295 @@
+"""One predictor for Keras, SavedModel and TFLite segmentation models."""
+
+import os
+
+import numpy as np
+
+from keras_deeplab.inference.image_io import ImageReadError
+from keras_deeplab.inference.image_io import read_image
+from keras_deeplab.inference.image_io import to_image_array
+from keras_deeplab.inference.palette import get_palette
+from keras_deeplab.inference.result import PredictionResult
+from keras_deeplab.inference.runners import make_runner
+from keras_deeplab.inference.sliding_window import sliding_window_logits
+
+
+def _softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(x)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _resize_bilinear(x, size):
+    """Bilinear resize (half-pixel centres, as the models) of (H, W, C) floats."""
+    import tensorflow as tf
+
+    if tuple(x.shape[:2]) == tuple(size):
+        return np.asarray(x, np.float32)
+    return tf.image.resize(np.asarray(x, np.float32)[None], size, method="bilinear").numpy()[0]
+
+
+class Predictor:
+    """Semantic segmentation of image files or arrays, with optional dense CRF.
+
+    Runs a `keras.Model`, a `.keras` file, a SavedModel directory (from
+    `kd.export.saved_model` or `model.export`) or a `.tflite` file (LiteRT
+    interpreter) behind one interface.
+
+    Size handling, in order:
+
+    - `sliding_window=(h, w)`: the image is tiled at its own resolution with
+      overlapping windows whose logits are averaged (images smaller than the
+      window are padded). With a fixed-size TFLite model the window must be
+      its input size.
+    - `input_size=(h, w)`, or a TFLite/SavedModel with a fixed input size:
+      the image is resized bilinearly to that size and the logits resized
+      back to the image size.
+    - otherwise the model runs on the image as it is.
+
+    Args:
+        model: keras.Model or str path (`.keras`, SavedModel dir, `.tflite`).
+        crf: `kd.inference.DenseCRF` or None. Refines the probabilities at
+            the image resolution. Defaults to None.
+        input_size: (height, width) or None. Defaults to None.
+        sliding_window: (height, width) or None. Defaults to None.
+        overlap: float. Sliding-window overlap fraction. Defaults to 1/3.
+        palette: `"cityscapes"`, `"voc"` or a list of (r, g, b) colours, at
+            least one per class. Defaults to `"cityscapes"`.
+        overlay_alpha: float. Colour-map opacity in overlays. Defaults to 0.5.
+        num_threads: int or None. TFLite interpreter threads. Defaults to None.
+
+    Example:
+
+    ```python
+    pred = kd.inference.Predictor("dlv3p_int8.tflite", crf=kd.inference.DenseCRF())
+    labels = pred("street.png")                  # (H, W) int32
+    result = pred.predict("street.png")          # labels, probabilities, color(), overlay()
+    report = pred.predict_folder("images/", "results/")
+    ```
+    """
+
+    def __init__(
+        self,
+        model,
+        crf=None,
+        input_size=None,
+        sliding_window=None,
+        overlap=1.0 / 3.0,
+        palette="cityscapes",
+        overlay_alpha=0.5,
+        num_threads=None,
+    ):
+        self.runner = make_runner(model, num_threads=num_threads)
+        self.model_path = None if not isinstance(model, (str, os.PathLike)) else os.fspath(model)
+        self.crf = crf
+        self.overlap = float(overlap)
+        self.palette = palette
+        self.overlay_alpha = float(overlay_alpha)
+        self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
+        self.sliding_window = (
+            None if sliding_window is None else (int(sliding_window[0]), int(sliding_window[1]))
+        )
+        fixed = self.runner.fixed_input_size
+        if fixed is not None:
+            what = f"This {self.runner.kind} model" + (
+                f" ({self.model_path})" if self.model_path else ""
+            )
+            if self.sliding_window is not None and self.sliding_window != fixed:
+                raise ValueError(
+                    f"{what} expects {fixed[0]}x{fixed[1]} (HxW) inputs, fixed at export, "
+                    f"so it cannot run {self.sliding_window[0]}x{self.sliding_window[1]} "
+                    f"sliding windows. Use sliding_window={fixed} or re-export with "
+                    "input_size=None (dynamic size)."
+                )
+            if self.input_size is not None and self.input_size != fixed:
+                raise ValueError(
+                    f"{what} expects {fixed[0]}x{fixed[1]} (HxW) inputs, fixed at export; "
+                    f"input_size={self.input_size} cannot be used. Pass input_size=None "
+                    f"(images are then resized to {fixed[0]}x{fixed[1]}) or re-export "
+                    "with input_size=None."
+                )
+            if self.sliding_window is None:
+                self.input_size = fixed
+        self.num_classes = self.runner.num_classes
+        if self.num_classes is not None:
+            get_palette(palette, self.num_classes)  # fail early on a short palette
+
+    # -- core -----------------------------------------------------------------
+
+    def logits(self, image):
+        """Scores (H, W, C) for a uint8/float (H, W, 3) image (softmax -> probabilities)."""
+        image = np.asarray(image, np.float32)
+        height, width = image.shape[:2]
+        if self.sliding_window is not None:
+            return sliding_window_logits(self.runner, image, self.sliding_window, self.overlap)
+        if self.input_size is not None and self.input_size != (height, width):
+            resized = _resize_bilinear(image, self.input_size)
+            scores = self.runner(resized[None])[0]
+            return _resize_bilinear(scores, (height, width))
+        return self.runner(image[None])[0]
+
+    def _probabilities(self, image):
+        probs = _softmax(self.logits(image))
+        if self.num_classes is None:
+            self.num_classes = probs.shape[-1]
+            get_palette(self.palette, self.num_classes)
+        return probs
+
+    def _result(self, image, probs, source):
+        return PredictionResult(
+            image=image,
+            labels=probs.argmax(-1).astype(np.int32),
+            probabilities=probs,
+            palette=self.palette,
+            source=source,
+            crf=self.crf is not None,
+            overlay_alpha=self.overlay_alpha,
+        )
+
+    def predict(self, x, crf=True):
+        """Predicts one image.
+
+        Args:
+            x: path, PIL image or array (H, W, 3) with values in [0, 255].
+            crf: bool. Apply the predictor's CRF, if it has one. Defaults to True.
+
+        Returns:
+            `PredictionResult` with `labels`, `probabilities`, `color()`,
+            `overlay()` and `save()`.
+        """
+        image, source = to_image_array(x)
+        probs = self._probabilities(image)
+        if crf and self.crf is not None:
+            probs = self.crf.refine(image, probs)
+        result = self._result(image, probs, source)
+        result.crf = bool(crf and self.crf is not None)
+        return result
+
+    def __call__(self, x):
+        """Labels (H, W) int32 for one image (path, PIL image or array)."""
+        return self.predict(x).labels
+
+    def predict_batch(self, inputs, progress=False):
+        """Predicts several images; the CRF runs in a process pool across them.
+
+        Args:
+            inputs: sequence of paths / PIL images / arrays.
+            progress: bool. tqdm bar over the network passes. Defaults to False.
+
+        Returns:
+            list of `PredictionResult`, in order.
+        """
+        items = list(inputs)
+        iterator = items
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(items, desc="predict", unit="img")
+        images, probs, sources = [], [], []
+        for x in iterator:
+            image, source = to_image_array(x)
+            images.append(image)
+            sources.append(source)
+            probs.append(self._probabilities(image))
+        if self.crf is not None and images:
+            probs = self.crf.refine_batch(images, probs)
+        return [self._result(im, p, s) for im, p, s in zip(images, probs, sources)]
+
+    # -- files ------------------------------------------------------------------
+
+    def predict_files(
+        self,
+        paths,
+        out_dir,
+        outputs=("labels", "color", "overlay"),
+        chunk_size=None,
+        progress=True,
+    ):
+        """Predicts image files and writes the results to `out_dir`.
+
+        Unreadable and non-image files are reported by name (printed and in
+        the returned report) and the other files are still processed.
+
+        Args:
+            paths: sequence of file paths.
+            out_dir: str. Output folder, created if missing.
+            outputs: what to write per image, see `PredictionResult.save`.
+            chunk_size: int or None. Images decoded and predicted before the
+                CRF pool refines them together. Defaults to 2 per CRF worker.
+            progress: bool. tqdm progress bar. Defaults to True.
+
+        Returns:
+            dict: `{"written": {path: {output: file}}, "failed": {path: reason}}`.
+        """
+        from tqdm.auto import tqdm
+
+        from keras_deeplab.inference.crf import default_num_workers
+
+        paths = [os.fspath(p) for p in paths]
+        if chunk_size is None:
+            workers = (self.crf.num_workers or default_num_workers()) if self.crf else 1
+            chunk_size = 2 * workers if self.crf is not None else 1
+        os.makedirs(out_dir, exist_ok=True)
+        report = {"written": {}, "failed": {}}
+        stems = {}
+        bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
+        try:
+            for start in range(0, len(paths), chunk_size):
+                chunk = paths[start : start + chunk_size]
+                images, probs, ok = [], [], []
+                for path in chunk:
+                    try:
+                        image = read_image(path)
+                    except ImageReadError as e:
+                        report["failed"][path] = str(e)
+                        bar.write(f"skipped {path}: {e}")
+                        bar.update(1)
+                        continue
+                    images.append(image)
+                    probs.append(self._probabilities(image))
+                    ok.append(path)
+                if self.crf is not None and images:
+                    probs = self.crf.refine_batch(images, probs)
+                for path, image, p in zip(ok, images, probs):
+                    result = self._result(image, p, path)
+                    stem = os.path.splitext(os.path.basename(path))[0]
+                    n = stems.get(stem, 0)
+                    stems[stem] = n + 1
+                    if n:  # same stem from another folder or extension
+                        stem = f"{stem}_{n}"
+                    report["written"][path] = result.save(out_dir, stem=stem, outputs=outputs)
+                    bar.update(1)
+        finally:
+            bar.close()
+        if report["failed"]:
+            names = ", ".join(os.path.basename(p) for p in report["failed"])
+            print(f"{len(report['failed'])} file(s) could not be read and were skipped: {names}")
+        return report
+
+    def predict_folder(
+        self,
+        in_dir,
+        out_dir,
+        recursive=False,
+        outputs=("labels", "color", "overlay"),
+        progress=True,
+    ):
+        """Predicts every file in a folder (see `predict_files`).
+
+        Hidden files are ignored; every other file is tried, so non-image
+        files show up by name in the report's `failed` entry.
+        """
+        if not os.path.isdir(in_dir):
+            raise NotADirectoryError(f"{in_dir} is not a folder.")
+        paths = []
+        if recursive:
+            for root, dirs, files in os.walk(in_dir):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                paths += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+        else:
+            paths = [
+                os.path.join(in_dir, f)
+                for f in sorted(os.listdir(in_dir))
+                if not f.startswith(".") and os.path.isfile(os.path.join(in_dir, f))
+            ]
+        return self.predict_files(paths, out_dir, outputs=outputs, progress=progress)
