@@ -1,5 +1,13 @@
 """Training and evaluation for keras_deeplab: losses, metrics, schedules, callbacks, strategy."""
 
-from keras_deeplab.training import losses, metrics  # noqa: F401
+from keras_deeplab.training import callbacks, losses, metrics  # noqa: F401
+from keras_deeplab.training.evaluation import (  # noqa: F401
+    confusion_matrix,
+    evaluate,
+    format_iou_table,
+    predict_probabilities,
+    sliding_window_probabilities,
+)
+from keras_deeplab.training.manifest import read_manifest, write_manifest  # noqa: F401
 from keras_deeplab.training.optimizers import KernelDecaySGD, poly_sgd  # noqa: F401
 from keras_deeplab.training.schedules import PolyDecay  # noqa: F401

@@ -1,0 +1,214 @@
+"""Evaluation: sliding window / TTA against whole-image references; the mIoU callback."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_deeplab as kd
+from keras_deeplab.training import evaluation
+from keras_deeplab.training.tensorboard_masks import colorize
+
+IGNORE = 255
+
+
+def pointwise_model(num_classes=4, seed=0):
+    """A per-pixel (1x1 conv) model: a window's prediction equals the whole image's."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(8, 1, activation="relu")(x)
+    outputs = keras.layers.Conv2D(num_classes, 1)(x)
+    return keras.Model(inputs, outputs)
+
+
+def _images(b=2, h=37, w=53, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (b, h, w, 3)).astype(np.float32)
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_window_positions_cover_everything():
+    for length, window, stride in [(100, 30, 20), (30, 30, 10), (20, 30, 10), (101, 40, 27)]:
+        starts, size = evaluation.window_positions(length, window, stride)
+        covered = np.zeros(length, int)
+        for s in starts:
+            covered[s:s + size] += 1
+        assert covered.min() >= 1 and starts[-1] + size == length and size <= length
+
+
+def test_sliding_window_equals_whole_image_for_pointwise_model():
+    model = pointwise_model()
+    images = _images()
+    whole = evaluation.predict_probabilities(model, images)
+    np.testing.assert_allclose(whole, _softmax(model.predict(images, verbose=0)), atol=1e-6)
+    for window, overlap in [(16, 1 / 3), ((20, 24), 0.5), (64, 0.0)]:
+        sliding = evaluation.predict_probabilities(model, images, sliding_window=window,
+                                                   overlap=overlap)
+        np.testing.assert_allclose(sliding, whole, atol=1e-5)
+
+
+def test_sliding_window_averages_overlapping_windows():
+    """For a model with spatial context, check the average against a hand-made reference."""
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((None, None, 3)),
+                              keras.layers.Conv2D(3, 3, padding="same")])
+    images = _images(b=1, h=10, w=14)
+    got = evaluation.sliding_window_probabilities(model, images, window=(6, 8), overlap=0.5)
+    total = np.zeros((1, 10, 14, 3))
+    count = np.zeros((1, 10, 14, 1))
+    for y in (0, 3, 4):  # stride 3, last window aligned at 10 - 6
+        for x in (0, 4, 6):
+            p = _softmax(model.predict(images[:, y:y + 6, x:x + 8], verbose=0))
+            total[:, y:y + 6, x:x + 8] += p
+            count[:, y:y + 6, x:x + 8] += 1
+    np.testing.assert_allclose(got, total / count, atol=1e-5)
+
+
+def test_multiscale_and_flip_average_probabilities():
+    import tensorflow as tf
+
+    model = pointwise_model()
+    images = _images(b=1, h=20, w=30)
+    got = evaluation.predict_probabilities(model, images, scales=(0.5, 1.0, 1.5), flip=True)
+    ref = []
+    for s in (0.5, 1.0, 1.5):
+        size = (int(round(20 * s)), int(round(30 * s)))
+        x = tf.image.resize(images, size, method="bilinear").numpy() if s != 1.0 else images
+        for flip in (False, True):
+            xi = x[:, :, ::-1] if flip else x
+            p = _softmax(model.predict(np.ascontiguousarray(xi), verbose=0))
+            p = p[:, :, ::-1] if flip else p
+            if s != 1.0:
+                p = tf.image.resize(np.ascontiguousarray(p), (20, 30)).numpy()
+            ref.append(p)
+    np.testing.assert_allclose(got, np.mean(ref, 0), atol=1e-5)
+    # A per-pixel model is flip-equivariant: flip TTA alone changes nothing.
+    np.testing.assert_allclose(evaluation.predict_probabilities(model, images, flip=True),
+                               evaluation.predict_probabilities(model, images), atol=1e-6)
+
+
+def _dataset(model, n=5, h=24, w=20, seed=3):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (n, h, w, 3)).astype(np.float32)
+    pred = model.predict(images, verbose=0).argmax(-1)
+    masks = np.where(rng.random(pred.shape) < 0.7, pred, rng.integers(0, 4, pred.shape))
+    masks[:, :3] = IGNORE
+    return images, masks[..., None].astype(np.int32)
+
+
+def test_evaluate_matches_numpy_and_keras_metric():
+    model = pointwise_model()
+    images, masks = _dataset(model)
+    batches = [(images[i:i + 2], masks[i:i + 2]) for i in range(0, 5, 2)]
+    results = kd.training.evaluate(model, batches, progress=False)
+    pred = model.predict(images, verbose=0).argmax(-1)
+    valid = masks[..., 0] != IGNORE
+    cm = np.bincount(4 * masks[..., 0][valid] + pred[valid], minlength=16).reshape(4, 4)
+    np.testing.assert_array_equal(results["confusion_matrix"], cm)
+    metric = kd.metrics.MeanIoU(4)
+    metric.update_state(masks, model.predict(images, verbose=0))
+    np.testing.assert_allclose(results["mean_iou"], float(metric.result()), rtol=1e-6)
+    np.testing.assert_allclose(results["pixel_accuracy"], np.trace(cm) / cm.sum(), rtol=1e-9)
+    assert results["num_images"] == 5
+
+
+def test_evaluate_errors():
+    model = pointwise_model()
+    images, masks = _dataset(model)
+    with pytest.raises(ValueError, match="empty"):
+        kd.training.evaluate(model, [], progress=False)
+    with pytest.raises(ValueError, match="dataset has 6 classes but the model predicts 4"):
+        kd.training.evaluate(model, [(images, masks)], num_classes=6, progress=False)
+    bad = masks.copy()
+    bad[0, 5, 5] = 9
+    with pytest.raises(ValueError, match="neither a class id"):
+        kd.training.evaluate(model, [(images, bad)], progress=False)
+
+
+def test_evaluate_at_another_output_stride():
+    model = kd.models.from_preset("deeplabv3plus_tiny", num_classes=4)
+    images, masks = _dataset(pointwise_model(), n=2, h=48, w=40)
+    at16 = kd.training.evaluate(model, [(images, masks)], progress=False)
+    os8 = kd.models.with_output_stride(model, 8)
+    direct = kd.training.evaluate(os8, [(images, masks)], progress=False)
+    via_arg = kd.training.evaluate(model, [(images, masks)], output_stride=8, progress=False)
+    np.testing.assert_array_equal(via_arg["confusion_matrix"], direct["confusion_matrix"])
+    assert at16["confusion_matrix"].sum() == direct["confusion_matrix"].sum()
+
+
+def test_callback_writes_logs_for_checkpoint_and_history(tmp_path, capsys):
+    import tensorflow as tf
+
+    model = pointwise_model()
+    images, masks = _dataset(model, n=4)
+    train = tf.data.Dataset.from_tensor_slices((images, masks)).batch(2)
+    val = tf.data.Dataset.from_tensor_slices({"images": images,
+                                              "segmentation_masks": masks}).batch(2)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=kd.losses.CrossEntropy())
+    names = ["road", "car", "sky", "person"]
+    cb = kd.callbacks.EvaluateMeanIoU(val, every_n_epochs=2, sliding_window=16, flip=True,
+                                      class_names=names)
+    ckpt = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor="val_miou",
+                                           mode="max", save_best_only=True)
+    history = model.fit(train, epochs=3, callbacks=[cb, ckpt], verbose=0)
+    # evaluated after epoch 2 (every 2) and epoch 3 (the last)
+    assert [e for e, _ in cb.history] == [1, 2]
+    assert "val_miou" in history.history and len(history.history["val_miou"]) == 2
+    final = kd.training.evaluate(model, val, sliding_window=16, flip=True, progress=False)
+    assert history.history["val_miou"][-1] == pytest.approx(final["mean_iou"])
+    for k, name in enumerate(names):
+        got = history.history[f"val_iou_{name}"][-1]
+        want = final["per_class_iou"][k]
+        assert (np.isnan(got) and np.isnan(want)) or got == pytest.approx(want)
+    assert (tmp_path / "best.keras").exists()
+    out = capsys.readouterr().out
+    assert "person" in out and "mean IoU" in out
+
+
+def test_stop_on_nan_names_the_step():
+    model = pointwise_model()
+    images, masks = _dataset(model, n=8)
+    images[5] = np.nan  # batch index 2 (batch size 2) of the first epoch
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=kd.losses.CrossEntropy())
+    cb = kd.callbacks.StopOnNaN()
+    with pytest.raises(kd.callbacks.NonFiniteLossError, match=r"epoch 1, step 3 .*global step 3"):
+        model.fit(images, masks, batch_size=2, epochs=2, shuffle=False, callbacks=[cb], verbose=0)
+    assert cb.failed_at == (0, 2, 3)
+
+
+def test_tensorboard_masks_and_manifest(tmp_path):
+    import tensorflow as tf
+
+    model = pointwise_model()
+    images, masks = _dataset(model, n=3)
+    tb = kd.callbacks.TensorBoardMasks(str(tmp_path / "tb"), [(images, masks)], max_images=2)
+    tb.set_model(model)
+    panels = tb.panels()
+    assert panels.shape == (2, 24, 60, 3) and panels.dtype == np.uint8
+    pred = model.predict(images[:2], verbose=0).argmax(-1)
+    np.testing.assert_array_equal(panels[:, :, 40:], colorize(pred))
+    tb.on_epoch_end(0)
+    tb.on_train_end()
+    events = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "tb") for f in fs]
+    tags = {v.tag for e in events for ev in tf.compat.v1.train.summary_iterator(e)
+            for v in ev.summary.value}
+    assert "predictions" in tags
+
+    run = tmp_path / "run1"
+    writer = kd.callbacks.ManifestWriter(str(run), config={"lr": 0.01}, dataset={"name": "x"})
+    writer.set_model(model)
+    writer.on_train_begin()
+    writer.on_epoch_end(0, {"loss": 1.0, "val_miou": 0.3})
+    writer.on_epoch_end(1, {"loss": 0.5, "val_miou": 0.2})
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"] == {"lr": 0.01} and manifest["dataset"] == {"name": "x"}
+    assert manifest["metrics"]["best_val_miou"] == 0.3
+    assert manifest["metrics"]["best_val_miou_epoch"] == 1
+    assert manifest["metrics"]["last"]["val_miou"] == 0.2 and manifest["metrics"]["epoch"] == 2
+    assert len(manifest["git"]["commit"]) == 40
