@@ -11,3 +11,9 @@ from keras_deeplab.training.evaluation import (  # noqa: F401
 from keras_deeplab.training.manifest import read_manifest, write_manifest  # noqa: F401
 from keras_deeplab.training.optimizers import KernelDecaySGD, poly_sgd  # noqa: F401
 from keras_deeplab.training.schedules import PolyDecay  # noqa: F401
+from keras_deeplab.training.cityscapes_export import (  # noqa: F401
+    CITYSCAPES_CLASS_NAMES,
+    cityscapes_official_evaluation,
+    evaluate_cityscapes_predictions,
+    export_cityscapes_predictions,
+)

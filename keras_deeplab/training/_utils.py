@@ -43,10 +43,16 @@ def model_num_classes(model: keras.Model) -> int:
     num = getattr(model, "num_classes", None)
     if num is not None:
         return int(num)
-    try:
-        out = model.output
-    except (AttributeError, ValueError):
-        out = None
+    out = None
+    for attr in ("output", "outputs"):
+        try:
+            out = getattr(model, attr)
+        except (AttributeError, ValueError):
+            continue
+        if isinstance(out, (list, tuple)) and len(out) == 1:
+            out = out[0]
+        if out is not None:
+            break
     if out is not None:
         out = main_logits(out)
         if out.shape[-1] is not None:
