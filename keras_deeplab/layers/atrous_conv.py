@@ -42,6 +42,33 @@ def _native_tf_path(layer):
     )
 
 
+def _tf_dilated_conv2d(x, kernel, strides, padding, rates):
+    """``tf.nn.conv2d`` with dilations, differentiable on every TF device.
+
+    The forward pass is one native dilated ``Conv2D``. TensorFlow's CPU kernels for its
+    gradients (``Conv2DBackpropInput/Filter``) reject dilations, so where no GPU is
+    visible the gradient is taken through the space-to-batch formulation instead (same
+    values; the unused forward of that formulation is pruned from the graph).
+    """
+    import tensorflow as tf
+
+    conv_args = dict(strides=(1, *strides, 1), padding=padding, dilations=(1, *rates, 1))
+    if tf.config.list_logical_devices("GPU"):
+        return tf.nn.conv2d(x, kernel, **conv_args)
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(dy):
+            with tf.GradientTape() as tape:
+                tape.watch([x, kernel])
+                y = tf.nn.convolution(x, kernel, strides=strides, padding=padding, dilations=rates)
+            return tape.gradient(y, [x, kernel], output_gradients=dy)
+
+        return tf.nn.conv2d(x, kernel, **conv_args), grad
+
+    return conv(x, kernel)
+
+
 @register
 class AtrousConv2D(keras.layers.Conv2D):
     """2D atrous convolution: `keras.layers.Conv2D` with a faster dilated path on TensorFlow.
@@ -65,14 +92,12 @@ class AtrousConv2D(keras.layers.Conv2D):
 
     def convolution_op(self, inputs, kernel):
         if self.groups == 1 and _native_tf_path(self):
-            import tensorflow as tf
-
-            return tf.nn.conv2d(
+            return _tf_dilated_conv2d(
                 inputs,
                 keras.ops.cast(kernel, inputs.dtype),
-                strides=(1, *as_pair(self.strides, "strides"), 1),
+                strides=as_pair(self.strides, "strides"),
                 padding=self.padding.upper(),
-                dilations=(1, *as_pair(self.dilation_rate, "dilation_rate"), 1),
+                rates=as_pair(self.dilation_rate, "dilation_rate"),
             )
         return super().convolution_op(inputs, kernel)
 
