@@ -17,3 +17,11 @@ from keras_deeplab.training.cityscapes_export import (  # noqa: F401
     evaluate_cityscapes_predictions,
     export_cityscapes_predictions,
 )
+from keras_deeplab.training.distribute import (  # noqa: F401
+    check_per_replica_batch,
+    get_strategy,
+    jax_data_parallel,
+    num_replicas,
+    sync_batchnorm,
+)
+from keras_deeplab.training.precision import PRECISIONS, set_precision  # noqa: F401

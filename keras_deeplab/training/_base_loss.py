@@ -26,6 +26,12 @@ class SegmentationLoss(keras.losses.Loss):
         self.aux_weight = float(aux_weight)
 
     def call(self, y_true, y_pred):
+        # A (1,)-shaped result, not a scalar: Keras' reduction skips the per-replica scaling
+        # (1 / num_replicas under tf.distribute) for 0-d losses, which would double the
+        # gradients on 2 replicas.
+        return ops.reshape(self._batch_loss(y_true, y_pred), (1,))
+
+    def _batch_loss(self, y_true, y_pred):
         labels = squeeze_mask(y_true)
         if isinstance(y_pred, dict):
             if "logits" not in y_pred:

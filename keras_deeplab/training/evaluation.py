@@ -47,8 +47,15 @@ def _resize(x, size, method="bilinear"):
 def model_probabilities(model, images, batch_size=4):
     """Softmax probabilities of ``model`` on a NumPy batch, run ``batch_size`` images at a time."""
     out = []
+    strategy = getattr(model, "distribute_strategy", None)
+    distributed = strategy is not None and getattr(strategy, "num_replicas_in_sync", 1) > 1
     for start in range(0, len(images), batch_size):
-        logits = model.predict_on_batch(images[start:start + batch_size])
+        chunk = images[start:start + batch_size]
+        if distributed:
+            # predict_on_batch does not split a batch over replicas; predict does.
+            logits = model.predict(chunk, batch_size=len(chunk), verbose=0)
+        else:
+            logits = model.predict_on_batch(chunk)
         logits = keras.ops.convert_to_numpy(main_logits(logits))
         out.append(_softmax(np.asarray(logits)))
     return np.concatenate(out, axis=0)

@@ -1,0 +1,141 @@
+"""MirroredStrategy over 2 logical CPUs: fit + evaluate + mIoU equal single-device training."""
+
+import keras
+import numpy as np
+import pytest
+from test_training_helpers import run_python
+
+import keras_deeplab as kd
+
+MIRRORED_SCRIPT = r"""
+import json
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import keras_deeplab as kd
+
+rng = np.random.default_rng(0)
+images = rng.uniform(0, 255, (8, 16, 16, 3)).astype(np.float32)
+# Replica 0 gets dark images, replica 1 bright ones: per-replica BN statistics differ a lot.
+images[[0, 1, 4, 5]] *= 0.2
+labels = (images.mean(-1) > 90).astype(np.int32) + (images[..., 0] > 150)
+labels = labels[..., None].astype(np.int32)
+eval_labels = labels.copy()
+eval_labels[:2, :6] = 255  # uneven ignore pixels across replicas for the metric check
+
+
+def build():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization(momentum=0.5)(x)
+    x = keras.layers.ReLU()(x)
+    outputs = keras.layers.Conv2D(3, 1)(x)
+    return keras.Model(inputs, outputs)
+
+
+initial = build().get_weights()
+
+
+def train(strategy, sync):
+    with strategy.scope():
+        model = build()
+        model.set_weights(initial)
+        if sync:
+            assert kd.training.sync_batchnorm(model) == 1
+        model.compile(optimizer=kd.training.poly_sgd(0.05, total_steps=8, weight_decay=1e-3),
+                      loss=kd.losses.CrossEntropy(),
+                      metrics=[kd.metrics.MeanIoU(3), kd.metrics.PixelAccuracy(3)])
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+    hist = model.fit(ds, epochs=4, verbose=0)
+    ev = model.evaluate(tf.data.Dataset.from_tensor_slices((images, eval_labels)).batch(4),
+                        return_dict=True, verbose=0)
+    full = kd.training.evaluate(model, [(images, eval_labels)], progress=False)
+    return model, hist.history["loss"], ev, full
+
+
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+default = tf.distribute.get_strategy()
+single, loss_1, ev_1, full_1 = train(default, sync=False)
+synced, loss_2, ev_2, full_2 = train(mirrored, sync=True)
+plain, loss_3, ev_3, full_3 = train(mirrored, sync=False)
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+# Metric under the strategy on identical weights: must equal the single-device value.
+with mirrored.scope():
+    clone = build()
+    clone.set_weights(single.get_weights())
+    clone.compile(loss=kd.losses.CrossEntropy(), metrics=[kd.metrics.MeanIoU(3)])
+ev_same = clone.evaluate(tf.data.Dataset.from_tensor_slices((images, eval_labels)).batch(4),
+                         return_dict=True, verbose=0)
+print(json.dumps({
+    "replicas": mirrored.num_replicas_in_sync,
+    "loss_single": loss_1, "loss_sync": loss_2, "loss_plain": loss_3,
+    "diff_sync": max_diff(single, synced), "diff_plain": max_diff(single, plain),
+    "ev_single": ev_1, "ev_sync": ev_2, "ev_same": ev_same,
+    "full_single": full_1["mean_iou"], "full_sync": full_2["mean_iou"],
+}))
+"""
+
+
+def test_mirrored_strategy_matches_single_device():
+    res = run_python(MIRRORED_SCRIPT, timeout=400)
+    assert res["replicas"] == 2
+    # Synchronized BN: 4 epochs under MirroredStrategy give the single-device weights.
+    np.testing.assert_allclose(res["loss_sync"], res["loss_single"], rtol=1e-4)
+    assert res["diff_sync"] < 1e-4, res
+    # Plain BN normalizes each replica with its own (very different) statistics: it drifts.
+    assert res["diff_plain"] > 100 * max(res["diff_sync"], 1e-6), res
+    # Confusion-matrix metrics are reduced across replicas: identical weights, identical mIoU.
+    assert res["ev_same"]["mean_iou"] == pytest.approx(res["ev_single"]["mean_iou"], abs=1e-6)
+    assert res["ev_sync"]["mean_iou"] == pytest.approx(res["ev_single"]["mean_iou"], abs=1e-3)
+    assert res["full_sync"] == pytest.approx(res["full_single"], abs=1e-3)
+    assert res["ev_single"]["mean_iou"] == pytest.approx(res["full_single"], abs=1e-6)
+
+
+def test_get_strategy_and_checks():
+    import tensorflow as tf
+
+    assert kd.training.get_strategy("default") is tf.distribute.get_strategy()
+    assert kd.training.num_replicas(kd.training.get_strategy("auto")) == 1
+    with pytest.raises(ValueError, match="Unknown strategy"):
+        kd.training.get_strategy("horovod")
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(2, 1),
+                              keras.layers.BatchNormalization()])
+    with pytest.warns(UserWarning, match="only 2 image"):
+        assert kd.training.check_per_replica_batch(2, model=model) == 2
+    with pytest.raises(ValueError, match="smaller than the number of replicas"):
+        kd.training.check_per_replica_batch(0)
+    assert kd.training.sync_batchnorm(model) == 1
+    assert model.layers[-1].get_config()["synchronized"] is True
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert restored.layers[-1].synchronized is True
+
+
+def test_mixed_precision_keeps_logits_and_loss_float32():
+    previous = kd.training.set_precision("mixed_bfloat16")
+    try:
+        model = kd.models.from_preset("deeplabv3plus_tiny", num_classes=3)
+        assert model.layers[1].compute_dtype == "bfloat16" or any(
+            layer.compute_dtype == "bfloat16" for layer in model.layers)
+        images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+        labels = np.random.default_rng(1).integers(0, 3, (2, 32, 32, 1)).astype("int32")
+        logits = model(images, training=False)
+        assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+        loss = kd.losses.CrossEntropy()(labels, logits)
+        assert keras.backend.standardize_dtype(loss.dtype) == "float32"
+        model.compile(optimizer=kd.training.poly_sgd(0.01, 10), loss=kd.losses.CrossEntropy(),
+                      metrics=[kd.metrics.MeanIoU(3)])
+        history = model.fit(images, labels, epochs=1, batch_size=2, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+    finally:
+        kd.training.set_precision(previous)
+    with pytest.raises(ValueError, match="Unknown precision"):
+        kd.training.set_precision("float8")
