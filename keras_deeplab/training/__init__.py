@@ -25,3 +25,10 @@ from keras_deeplab.training.distribute import (  # noqa: F401
     sync_batchnorm,
 )
 from keras_deeplab.training.precision import PRECISIONS, set_precision  # noqa: F401
+from keras_deeplab.training.fit import (  # noqa: F401
+    check_dataset_classes,
+    check_not_empty,
+    check_resume,
+    fit,
+    training_callbacks,
+)

@@ -29,13 +29,14 @@ def git_commit(path=None):
         return None
 
 
-def _jsonable(value):
+def jsonable(value):
+    """Converts NumPy values, tuples and non-finite floats to plain JSON values."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, (np.floating, float)):
         value = float(value)
         return value if math.isfinite(value) else None
@@ -82,15 +83,15 @@ def write_manifest(run_dir, config=None, dataset=None, metrics=None, recipe=None
     manifest["updated"] = now
     manifest.setdefault("run", os.path.basename(os.path.normpath(run_dir)))
     if config is not None:
-        manifest["config"] = _jsonable(config)
+        manifest["config"] = jsonable(config)
     if dataset is not None:
-        manifest["dataset"] = _jsonable(dataset)
+        manifest["dataset"] = jsonable(dataset)
     if metrics is not None:
-        manifest["metrics"] = {**manifest.get("metrics", {}), **_jsonable(metrics)}
+        manifest["metrics"] = {**manifest.get("metrics", {}), **jsonable(metrics)}
     if recipe is not None:
-        manifest["recipe"] = _jsonable(recipe)
+        manifest["recipe"] = jsonable(recipe)
     if extra:
-        manifest.update(_jsonable(extra))
+        manifest.update(jsonable(extra))
     manifest["git"] = git_commit()
     manifest["environment"] = environment()
     tmp = path + ".tmp"
