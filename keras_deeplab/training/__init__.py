@@ -32,3 +32,4 @@ from keras_deeplab.training.fit import (  # noqa: F401
     fit,
     training_callbacks,
 )
+from keras_deeplab.training.aux import aux_loss, with_aux_targets  # noqa: F401
