@@ -48,13 +48,14 @@ def parity_report(reference_logits, candidate_logits, labels=None, ignore_label=
 
     Returns:
         dict with `num_images`, `max_abs_diff_logits`,
-        `max_abs_diff_probabilities`, `argmax_agreement` (fraction of pixels
+        `max_abs_diff_probabilities`, `max_abs_logit_keras` (scale of the
+        reference logits), `argmax_agreement` (fraction of pixels
         with the same label) and, when labels are given, `miou_keras`,
         `miou_exported` and `miou_delta` (exported minus Keras).
     """
     if len(reference_logits) != len(candidate_logits):
         raise ValueError("parity_report needs as many candidate as reference maps.")
-    max_logit = max_prob = 0.0
+    max_logit = max_prob = ref_scale = 0.0
     same = total = 0
     num_classes = int(reference_logits[0].shape[-1])
     conf_ref = np.zeros((num_classes, num_classes), np.int64)
@@ -68,6 +69,7 @@ def parity_report(reference_logits, candidate_logits, labels=None, ignore_label=
                 f"from the Keras model's {ref.shape}."
             )
         max_logit = max(max_logit, float(np.abs(ref - cand).max()))
+        ref_scale = max(ref_scale, float(np.abs(ref).max()))
         max_prob = max(max_prob, float(np.abs(softmax(ref) - softmax(cand)).max()))
         a, b = ref.argmax(-1), cand.argmax(-1)
         same += int((a == b).sum())
@@ -79,6 +81,7 @@ def parity_report(reference_logits, candidate_logits, labels=None, ignore_label=
         "num_images": len(reference_logits),
         "max_abs_diff_logits": max_logit,
         "max_abs_diff_probabilities": max_prob,
+        "max_abs_logit_keras": ref_scale,
         "argmax_agreement": same / max(total, 1),
     }
     if labels is not None:

@@ -118,6 +118,7 @@ def saved_model(
     parity = parity_report(ref_logits, cand_logits, labels)
     # Log-probabilities of near-zero classes are noisy; keep the meaningful fields.
     parity.pop("max_abs_diff_logits")
+    parity.pop("max_abs_logit_keras")
     parity["images_source"] = source
     parity["image_sizes"] = [list(im.shape[:2]) for im in images]
 
