@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from test_training_helpers import run_python
 
 from keras_deeplab.training import metrics
-from test_training_helpers import run_python
 
 IGNORE = 255
 

@@ -1,16 +1,7 @@
 """Training and evaluation for keras_deeplab: losses, metrics, schedules, callbacks, strategy."""
 
 from keras_deeplab.training import callbacks, losses, metrics  # noqa: F401
-from keras_deeplab.training.evaluation import (  # noqa: F401
-    confusion_matrix,
-    evaluate,
-    format_iou_table,
-    predict_probabilities,
-    sliding_window_probabilities,
-)
-from keras_deeplab.training.manifest import read_manifest, write_manifest  # noqa: F401
-from keras_deeplab.training.optimizers import KernelDecaySGD, poly_sgd  # noqa: F401
-from keras_deeplab.training.schedules import PolyDecay  # noqa: F401
+from keras_deeplab.training.aux import aux_loss, with_aux_targets  # noqa: F401
 from keras_deeplab.training.cityscapes_export import (  # noqa: F401
     CITYSCAPES_CLASS_NAMES,
     cityscapes_official_evaluation,
@@ -24,7 +15,14 @@ from keras_deeplab.training.distribute import (  # noqa: F401
     num_replicas,
     sync_batchnorm,
 )
-from keras_deeplab.training.precision import PRECISIONS, set_precision  # noqa: F401
+from keras_deeplab.training.evaluation import (  # noqa: F401
+    confusion_matrix,
+    evaluate,
+    format_iou_table,
+    predict_probabilities,
+    sliding_window_probabilities,
+)
+from keras_deeplab.training.fake_datasets import write_fake_cityscapes, write_fake_voc  # noqa: F401
 from keras_deeplab.training.fit import (  # noqa: F401
     check_dataset_classes,
     check_not_empty,
@@ -32,4 +30,7 @@ from keras_deeplab.training.fit import (  # noqa: F401
     fit,
     training_callbacks,
 )
-from keras_deeplab.training.aux import aux_loss, with_aux_targets  # noqa: F401
+from keras_deeplab.training.manifest import read_manifest, write_manifest  # noqa: F401
+from keras_deeplab.training.optimizers import KernelDecaySGD, poly_sgd  # noqa: F401
+from keras_deeplab.training.precision import PRECISIONS, set_precision  # noqa: F401
+from keras_deeplab.training.schedules import PolyDecay  # noqa: F401
