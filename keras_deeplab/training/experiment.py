@@ -152,7 +152,6 @@ def train(dataset="cityscapes", data_dir=None, run_dir="saved_models/run", model
     from keras_deeplab.training import (
         aux_loss,
         check_per_replica_batch,
-        compute_class_weights,
         get_strategy,
         poly_sgd,
         set_precision,
@@ -180,6 +179,8 @@ def train(dataset="cityscapes", data_dir=None, run_dir="saved_models/run", model
     total_steps = int(epochs) * int(steps_per_epoch)
     class_weights = None
     if class_weighting:
+        from keras_deeplab.training.class_weights import compute_class_weights
+
         class_weights = compute_class_weights(train_ds, num_classes, method=class_weighting,
                                               progress=verbose > 0)
     scope = strategy_obj.scope() if strategy_obj is not None else _nullcontext()

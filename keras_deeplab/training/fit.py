@@ -202,8 +202,10 @@ def fit(model, train_data, epochs, run_dir, val_data=None, num_classes=None, con
                              class_names=class_names, config=config, dataset=dataset,
                              recipe=recipe, tensorboard=tensorboard, verbose=verbose)
     try:
+        # tf.data pipelines shuffle themselves (Keras warns when asked to shuffle them).
+        shuffle = not hasattr(train_data, "element_spec")
         history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                            callbacks=cbs + list(callbacks), verbose=verbose)
+                            callbacks=cbs + list(callbacks), shuffle=shuffle, verbose=verbose)
     except BaseException as exc:
         write_manifest(run_dir, extra={"status": "failed", "error": f"{type(exc).__name__}: "
                                                                     f"{exc}"[:2000]})
