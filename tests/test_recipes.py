@@ -1,0 +1,115 @@
+"""Recipes and CLI end to end on fake trees in the real on-disk layouts (tiny models)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import keras_deeplab as kd
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, cwd, timeout=600):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, f"{args}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+    return out.stdout
+
+
+def _needs_data(loader):
+    if not hasattr(kd.data, loader):
+        pytest.skip(f"keras_deeplab.data.{loader} is not available in this checkout")
+
+
+def test_evaluate_recipe_synthetic(tmp_path):
+    out = _run([os.path.join(REPO, "recipes", "evaluate.py"), "--synthetic", "--verbose", "0",
+                "--data-dir", str(tmp_path / "cs"), "--json", str(tmp_path / "r.json")],
+               cwd=tmp_path)
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["num_images"] == 2
+    # our mIoU of the model == cityscapesscripts on the labelId PNGs it exported
+    assert results["cityscapes_official_miou"] == pytest.approx(results["mean_iou"], abs=1e-12)
+    assert os.path.isfile(tmp_path / "cs" / "gtFine" / "val" / "aachen" /
+                          "aachen_000000_000019_gtFine_labelIds.png")
+    del out
+
+
+def _check_run(run_dir, epochs=2):
+    manifest = json.loads(open(os.path.join(run_dir, "manifest.json")).read())
+    assert manifest["status"] == "finished" and manifest["epochs"] == epochs
+    final = manifest["metrics"]["final"]
+    assert 0.0 <= final["val_miou"] <= 1.0 and final["loss"] > 0
+    assert manifest["config"]["crop_size"] == 64 and manifest["config"]["tiny"] is True
+    assert os.path.isfile(os.path.join(run_dir, "best.keras"))
+    return manifest
+
+
+@pytest.mark.large
+def test_train_cityscapes_recipe_synthetic_two_epochs(tmp_path):
+    _needs_data("cityscapes")
+    data = tmp_path / "cityscapes"
+    _run([os.path.join(REPO, "recipes", "train_cityscapes.py"), "--synthetic", "--epochs", "2",
+          "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--run-name", "cs",
+          "--verbose", "0"], cwd=tmp_path)
+    manifest = _check_run(str(tmp_path / "runs" / "cs"))
+    assert manifest["config"]["base_lr"] == 0.01 and manifest["config"]["output_stride"] == 16
+    assert manifest["config"]["weight_decay"] == 4e-5 and manifest["config"]["max_scale"] == 2.0
+    # evaluate the trained model on the fake tree at OS8 + official Cityscapes scoring
+    _run([os.path.join(REPO, "recipes", "evaluate.py"), "--model",
+          str(tmp_path / "runs" / "cs" / "best.keras"), "--dataset", "cityscapes", "--data-dir",
+          str(data), "--output-stride", "8", "--export-dir", str(tmp_path / "pred"),
+          "--official", "--json", str(tmp_path / "r.json"), "--verbose", "0"], cwd=tmp_path)
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["cityscapes_official_miou"] == pytest.approx(results["mean_iou"], abs=1e-12)
+
+
+@pytest.mark.large
+def test_train_voc_recipe_synthetic_two_epochs(tmp_path):
+    _needs_data("pascal_voc")
+    _run([os.path.join(REPO, "recipes", "train_voc.py"), "--synthetic", "--epochs", "2",
+          "--data-dir", str(tmp_path / "voc"), "--runs-dir", str(tmp_path / "runs"),
+          "--run-name", "voc", "--verbose", "0"], cwd=tmp_path)
+    manifest = _check_run(str(tmp_path / "runs" / "voc"))
+    assert manifest["config"]["base_lr"] == 0.007 and manifest["config"]["dataset"] == "voc"
+    assert os.path.isfile(tmp_path / "voc" / "VOCdevkit" / "VOC2012" / "ImageSets" /
+                          "Segmentation" / "train.txt")
+
+
+@pytest.mark.large
+def test_cli_train_then_evaluate(tmp_path):
+    _needs_data("cityscapes")
+    _run(["-m", "keras_deeplab.cli", "train", "--dataset", "cityscapes", "--synthetic",
+          "--epochs", "2", "--data-dir", str(tmp_path / "cs"), "--runs-dir",
+          str(tmp_path / "runs"), "--run-name", "cli", "--verbose", "0"], cwd=tmp_path)
+    _check_run(str(tmp_path / "runs" / "cli"))
+    _run(["-m", "keras_deeplab.cli", "evaluate", "--model",
+          str(tmp_path / "runs" / "cli" / "best.keras"), "--dataset", "cityscapes",
+          "--data-dir", str(tmp_path / "cs"), "--sliding-window", "48", "--flip",
+          "--json", str(tmp_path / "r.json"), "--verbose", "0"], cwd=tmp_path)
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert len(results["per_class_iou"]) == 19 and 0 <= results["mean_iou"] <= 1
+
+
+def test_fake_trees_layout(tmp_path):
+    from PIL import Image
+
+    root = kd.training.write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=16)
+    gt = os.path.join(root, "gtFine", "val", "bochum", "bochum_000001_000019_gtFine_labelIds.png")
+    label_ids = Image.open(gt)
+    assert label_ids.mode == "L" and label_ids.size == (32, 16)
+    train_ids = Image.open(gt.replace("labelIds", "labelTrainIds"))
+    import numpy as np
+
+    from keras_deeplab.training.cityscapes_export import labelid_to_trainid_lut
+
+    np.testing.assert_array_equal(labelid_to_trainid_lut()[np.asarray(label_ids)],
+                                  np.asarray(train_ids))
+    voc = kd.training.write_fake_voc(str(tmp_path / "voc"), {"train": 2}, image_size=16)
+    png = Image.open(os.path.join(voc, "VOC2012", "SegmentationClass", "2007_train_000000.png"))
+    assert png.mode == "P"
+    values = set(np.unique(np.asarray(png)).tolist())
+    assert values <= {0, 15, 7, 8, 12, 3, 255} and 255 in values
