@@ -96,15 +96,22 @@ def sliding_window_probabilities(model, images, window, overlap=1 / 3, batch_siz
     ys, wh = window_positions(h, window[0], math.ceil(window[0] * (1 - overlap)))
     xs, ww = window_positions(w, window[1], math.ceil(window[1] * (1 - overlap)))
     boxes = [(y, x) for y in ys for x in xs]
-    crops = np.stack([images[:, y:y + wh, x:x + ww] for y, x in boxes], axis=1)
-    crops = crops.reshape((-1, wh, ww, images.shape[-1]))
-    probs = model_probabilities(model, crops, batch_size).reshape(
-        (b, len(boxes), wh, ww, -1))
-    total = np.zeros((b, h, w, probs.shape[-1]), np.float32)
+    total = None
     count = np.zeros((1, h, w, 1), np.float32)
-    for i, (y, x) in enumerate(boxes):
-        total[:, y:y + wh, x:x + ww] += probs[:, i]
-        count[:, y:y + wh, x:x + ww] += 1.0
+    # Crops are run `batch_size` at a time and accumulated at once, so memory holds one
+    # chunk of crop probabilities, not all of them.
+    crops_per_call = max(1, batch_size // max(1, b))
+    for start in range(0, len(boxes), crops_per_call):
+        chunk = boxes[start:start + crops_per_call]
+        crops = np.stack([images[:, y:y + wh, x:x + ww] for y, x in chunk], axis=1)
+        crops = crops.reshape((-1, wh, ww, images.shape[-1]))
+        probs = model_probabilities(model, crops, batch_size).reshape(
+            (b, len(chunk), wh, ww, -1))
+        if total is None:
+            total = np.zeros((b, h, w, probs.shape[-1]), np.float32)
+        for i, (y, x) in enumerate(chunk):
+            total[:, y:y + wh, x:x + ww] += probs[:, i]
+            count[:, y:y + wh, x:x + ww] += 1.0
     return total / count
 
 
