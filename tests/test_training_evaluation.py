@@ -212,3 +212,9 @@ def test_tensorboard_masks_and_manifest(tmp_path):
     assert manifest["metrics"]["best_val_miou_epoch"] == 1
     assert manifest["metrics"]["last"]["val_miou"] == 0.2 and manifest["metrics"]["epoch"] == 2
     assert len(manifest["git"]["commit"]) == 40
+
+
+def test_callback_rejects_one_shot_iterators():
+    with pytest.raises(TypeError, match="re-iterable"):
+        kd.callbacks.EvaluateMeanIoU(iter([(np.zeros((1, 4, 4, 3)), np.zeros((1, 4, 4, 1)))]))
+    kd.callbacks.EvaluateMeanIoU([(np.zeros((1, 4, 4, 3)), np.zeros((1, 4, 4, 1)))])

@@ -56,6 +56,11 @@ class EvaluateMeanIoU(keras.callbacks.Callback):
                  flip=False, class_names=None, num_classes=None, ignore_class=255,
                  overlap=1 / 3, output_stride=None, max_batches=None, prefix="val_", verbose=1):
         super().__init__()
+        if hasattr(val_data, "__next__"):  # generators and iterators
+            raise TypeError(
+                "EvaluateMeanIoU needs a re-iterable validation set (a tf.data.Dataset or a "
+                "list of batches); a generator or iterator would be exhausted after the first "
+                "evaluation.")
         if int(every_n_epochs) < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         self.val_data = val_data
