@@ -112,7 +112,7 @@ def main():
             uint8_input=(quant == "int8"), verbose=False,
         )
         runner = TFLiteRunner(path, num_threads=args.threads)
-        sec = timed(lambda: runner(x), warmup=args.warmup, iters=args.iters)
+        sec = timed(lambda r=runner: r(x), warmup=args.warmup, iters=args.iters)
         run = {
             "ms_per_image": 1e3 * sec,
             "size_mb": info["size_bytes"] / 1e6,

@@ -1,9 +1,8 @@
 """Dense CRF wrapper and parameter search, checked against direct pydensecrf2 calls."""
 
 import numpy as np
-import pytest
-
 import pydensecrf.densecrf as dcrf
+import pytest
 from pydensecrf.utils import unary_from_softmax
 
 import keras_deeplab as kd

@@ -2,17 +2,14 @@
 
 import os
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-import keras
-
 import keras_deeplab as kd
-from keras_deeplab.inference import DenseCRF
-from keras_deeplab.inference import Predictor
-from keras_deeplab.inference.sliding_window import sliding_window_logits
-from keras_deeplab.inference.sliding_window import tile_starts
+from keras_deeplab.inference import DenseCRF, Predictor
+from keras_deeplab.inference.sliding_window import sliding_window_logits, tile_starts
 
 
 def _softmax(x):

@@ -11,11 +11,13 @@ Public API:
 
 from keras_deeplab.export.parity import parity_report
 from keras_deeplab.export.saved_model_export import saved_model
-from keras_deeplab.export.tflite_export import TFLiteExportError
-from keras_deeplab.export.tflite_export import TFLiteRunner
-from keras_deeplab.export.tflite_export import check_ops
-from keras_deeplab.export.tflite_export import tflite
-from keras_deeplab.export.tflite_export import tflite_ops
+from keras_deeplab.export.tflite_export import (
+    TFLiteExportError,
+    TFLiteRunner,
+    check_ops,
+    tflite,
+    tflite_ops,
+)
 
 __all__ = [
     "TFLiteExportError",

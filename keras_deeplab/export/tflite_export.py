@@ -209,7 +209,7 @@ def tflite(
             raise ValueError(f"input_size must be (height, width), got {input_size!r}.")
         input_size = (int(input_size[0]), int(input_size[1]))
     path = os.fspath(path)
-    num_classes = _common.model_num_classes(model)
+    _common.model_num_classes(model)  # fails early on an unbuilt model
 
     h, w = input_size if input_size is not None else (None, None)
     cast_in_graph = uint8_input and quantization != "int8"

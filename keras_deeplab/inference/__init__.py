@@ -11,15 +11,15 @@ Public API:
 """
 
 from keras_deeplab.inference.crf import DenseCRF
-from keras_deeplab.inference.crf_search import CRFSearchResult
-from keras_deeplab.inference.crf_search import crf_search
-from keras_deeplab.inference.image_io import ImageReadError
-from keras_deeplab.inference.image_io import read_image
-from keras_deeplab.inference.palette import CITYSCAPES_PALETTE
-from keras_deeplab.inference.palette import VOC_PALETTE
-from keras_deeplab.inference.palette import colorize
-from keras_deeplab.inference.palette import get_palette
-from keras_deeplab.inference.palette import overlay
+from keras_deeplab.inference.crf_search import CRFSearchResult, crf_search
+from keras_deeplab.inference.image_io import ImageReadError, read_image
+from keras_deeplab.inference.palette import (
+    CITYSCAPES_PALETTE,
+    VOC_PALETTE,
+    colorize,
+    get_palette,
+    overlay,
+)
 from keras_deeplab.inference.predictor import Predictor
 from keras_deeplab.inference.result import PredictionResult
 from keras_deeplab.inference.runners import UnknownModelTypeError

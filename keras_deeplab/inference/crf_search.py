@@ -6,9 +6,7 @@ import itertools
 
 import numpy as np
 
-from keras_deeplab.inference.crf import DenseCRF
-from keras_deeplab.inference.crf import _pool_context
-from keras_deeplab.inference.crf import default_num_workers
+from keras_deeplab.inference.crf import DenseCRF, _pool_context, default_num_workers
 
 IGNORE_LABEL = 255
 # The paper's initial ranges: w1 in [3:6], sigma_alpha in [30:10:100], sigma_beta in [3:6].

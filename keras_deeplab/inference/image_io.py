@@ -17,8 +17,7 @@ def read_image(path):
     Raises:
         ImageReadError: the file is missing, not an image, or truncated.
     """
-    from PIL import Image
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -4,9 +4,7 @@ import os
 
 import numpy as np
 
-from keras_deeplab.inference.image_io import ImageReadError
-from keras_deeplab.inference.image_io import read_image
-from keras_deeplab.inference.image_io import to_image_array
+from keras_deeplab.inference.image_io import ImageReadError, read_image, to_image_array
 from keras_deeplab.inference.palette import get_palette
 from keras_deeplab.inference.result import PredictionResult
 from keras_deeplab.inference.runners import make_runner
