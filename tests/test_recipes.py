@@ -113,3 +113,21 @@ def test_fake_trees_layout(tmp_path):
     assert png.mode == "P"
     values = set(np.unique(np.asarray(png)).tolist())
     assert values <= {0, 15, 7, 8, 12, 3, 255} and 255 in values
+
+
+def test_cli_evaluate_in_process(tmp_path, capsys):
+    from keras_deeplab import cli
+    from keras_deeplab.training import experiment
+
+    data = kd.training.write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=32)
+    model = experiment.build_model(num_classes=19, tiny=True)
+    model.save(str(tmp_path / "m.keras"))
+    assert cli.main(["evaluate", "--model", str(tmp_path / "m.keras"), "--dataset",
+                     "cityscapes", "--data-dir", data, "--scales", "0.75,1.0", "--flip",
+                     "--export-dir", str(tmp_path / "pred"), "--official",
+                     "--json", str(tmp_path / "r.json")]) == 0
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["cityscapes_official_miou"] == pytest.approx(results["mean_iou"], abs=1e-12)
+    assert "mean IoU" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--dataset", "cityscapes"])  # no --data-dir, no --synthetic
