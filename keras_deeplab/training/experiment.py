@@ -105,6 +105,10 @@ def _num_batches(dataset):
 
     n = dataset_length(dataset)
     if n is None:
+        card = getattr(dataset, "cardinality", None)
+        if card is not None and int(card()) == -1:  # tf.data.INFINITE_CARDINALITY
+            raise ValueError("The training dataset repeats forever: pass steps_per_epoch "
+                             "(--steps-per-epoch).")
         n = sum(1 for _ in dataset)
     if n == 0:
         raise ValueError("The training dataset is empty.")
