@@ -210,22 +210,22 @@ def trained_model():
 
 def _train_tiny_model():
     keras.utils.set_random_seed(0)
-    # Without the caffe-style RGB->BGR flip: TFLite mis-quantizes REVERSE_V2 feeding
-    # a CONV_2D (see kd.export.tflite's warning); the lead's normaliser is tracked apart.
-    model = _tiny_model(num_classes=len(COLOURS), preprocessing=False)
+    # ResNet normalisation is caffe-style (RGB->BGR flip, mean subtraction): the int8
+    # export must rewrite the flip, which TFLite mis-quantizes as REVERSE_V2.
+    model = _tiny_model(num_classes=len(COLOURS))
     images, masks = _easy_data(48)
     model.compile(
         optimizer=keras.optimizers.Adam(3e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    model.fit(images, masks[..., None], batch_size=8, epochs=30, verbose=0)
+    model.fit(images, masks[..., None], batch_size=8, epochs=20, verbose=0)
     return model
 
 
 def test_tflite_int8_uint8_input_on_trained_model(tmp_path, trained_model):
     images, masks = _easy_data(16, seed=1)
     ref = keras.ops.convert_to_numpy(trained_model(images)).argmax(-1)
-    assert (ref == masks).mean() > 0.85, "the tiny model did not learn the easy task"
+    assert (ref == masks).mean() > 0.9, "the tiny model did not learn the easy task"
 
     calib = tf.data.Dataset.from_tensor_slices(
         {"images": images[:8], "segmentation_masks": masks[:8, ..., None]}
@@ -245,6 +245,7 @@ def test_tflite_int8_uint8_input_on_trained_model(tmp_path, trained_model):
     assert info["input"]["dtype"] == "uint8"
     assert "miou_delta" in info["parity"] and abs(info["parity"]["miou_delta"]) < 0.05
     assert info["calibration_images"] == 8
+    assert info["graph_rewrites"] == {"ReverseV2 (channel axis) -> GatherV2": 1}
 
     agree = []
     for image, r in zip(images[8:], ref[8:]):
