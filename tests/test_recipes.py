@@ -131,3 +131,16 @@ def test_cli_evaluate_in_process(tmp_path, capsys):
     assert "mean IoU" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["train", "--dataset", "cityscapes"])  # no --data-dir, no --synthetic
+
+
+@pytest.mark.parametrize("name", ["deeplabv3plus", "deeplabv3", "deeplabv2", "fcn", "unet"])
+def test_build_model_names(name):
+    import numpy as np
+
+    from keras_deeplab.training import experiment
+
+    model = experiment.build_model(name, num_classes=3, backbone="resnet18", tiny=True)
+    logits = model.predict(np.zeros((1, 33, 47, 3), "float32"), verbose=0)
+    assert logits.shape == (1, 33, 47, 3)
+    with pytest.raises(ValueError, match="Unknown model"):
+        experiment.build_model("segformer")
