@@ -193,19 +193,7 @@ def _easy_data(n, size=64, seed=0):
 
 @pytest.fixture(scope="module")
 def trained_model():
-    from keras_deeplab.layers import atrous_conv
-
-    # TF's CPU kernels have no gradient for natively dilated conv2d
-    # (Conv2DBackpropFilter rejects dilations): train through Keras' own
-    # space-to-batch path (same weights), export through the native one.
-    native = getattr(atrous_conv, "_native_tf_path", None)
-    if native is not None:
-        atrous_conv._native_tf_path = lambda layer: False
-    try:
-        return _train_tiny_model()
-    finally:
-        if native is not None:
-            atrous_conv._native_tf_path = native
+    return _train_tiny_model()
 
 
 def _train_tiny_model():
