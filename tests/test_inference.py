@@ -114,6 +114,11 @@ def test_predictor_runs_every_format(model, exported, fmt):
     got = pred.predict(image).probabilities
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, atol=1e-4)
+    # With a CRF: the refinement of this format's own probabilities.
+    crf = DenseCRF(iterations=2)
+    with_crf = Predictor(exported[fmt], crf=crf).predict(image)
+    assert with_crf.crf
+    np.testing.assert_array_equal(with_crf.probabilities, crf.refine(image, got))
 
 
 def test_fixed_size_tflite_is_resized_and_mismatches_are_explained(model, exported):
