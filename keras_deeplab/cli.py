@@ -112,6 +112,7 @@ def cmd_train(args):
                                                 image_size=64, seed=args.seed)
     if args.synthetic:
         tiny, weights, crop, batch, sliding = True, None, min(crop, 64), min(batch, 4), None
+        args.eval_every = 1
         image_size = image_size or 64
     if args.dataset in ("cityscapes", "voc", "folder") and not data_dir:
         raise SystemExit(f"--data-dir is required for --dataset {args.dataset} (or --synthetic).")
@@ -133,7 +134,7 @@ def cmd_train(args):
             sys.argv[1:]), verbose=args.verbose)
     miou = summary["val_miou"]
     print(f"Run {summary['run_dir']}: val mIoU "
-          f"{'n/a' if miou is None else f'{100 * miou:.2f}'}")
+          f"{'n/a' if miou is None else f'{100 * miou:.2f}%'}")
     return 0
 
 

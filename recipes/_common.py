@@ -77,6 +77,7 @@ def train_from_args(args, dataset):
     from keras_deeplab.training import experiment
 
     data_dir, tiny, weights = args.data_dir, False, args.backbone_weights
+    eval_every = args.eval_every
     crop, batch, sliding = args.crop_size, args.batch_size, args.eval_sliding_window
     steps = args.steps_per_epoch
     if weights in ("none", "None", ""):
@@ -87,7 +88,7 @@ def train_from_args(args, dataset):
             image_size=args.synthetic_size,
             num_images={"train": args.synthetic_images, "val": max(2, args.synthetic_images // 4)},
             seed=args.seed)
-        tiny, weights = True, None
+        tiny, weights, eval_every = True, None, 1
         crop, batch = min(crop, args.synthetic_size), min(batch, 4)
         sliding = None if sliding is None else min(
             sliding if isinstance(sliding, int) else max(sliding), args.synthetic_size)
@@ -104,10 +105,10 @@ def train_from_args(args, dataset):
         warmup_steps=args.warmup_steps, min_scale=args.min_scale, max_scale=args.max_scale,
         loss=args.loss, class_weighting=args.class_weighting, aux_weight=args.aux_weight,
         precision=args.precision, strategy=args.strategy, sync_bn=not args.no_sync_bn,
-        eval_every=args.eval_every, eval_sliding_window=sliding, eval_scales=args.eval_scales,
+        eval_every=eval_every, eval_sliding_window=sliding, eval_scales=args.eval_scales,
         eval_flip=args.eval_flip, seed=args.seed, overwrite=args.overwrite,
         recipe=" ".join(sys.argv), verbose=args.verbose)
     miou = summary["val_miou"]
     print(f"Run {run_dir}: {args.epochs} epochs in {summary['seconds']:.0f} s; "
-          f"val mIoU {'n/a' if miou is None else f'{100 * miou:.2f}'}")
+          f"val mIoU {'n/a' if miou is None else f'{100 * miou:.2f}%'}")
     return summary

@@ -74,6 +74,12 @@ def load_dataset(dataset, data_dir, split, training, batch_size=8, crop_size=513
                   else None)
     if training:
         common["crop_size"] = crop_size
+    loader = {"cityscapes": "cityscapes", "voc": "pascal_voc"}.get(dataset)
+    if loader is not None and not hasattr(data, loader):
+        from keras_deeplab.training import _fallback_data
+
+        return _fallback_data.make_dataset(dataset, data_dir, split, training, batch_size,
+                                           crop_size, min_scale, max_scale)
     if dataset == "cityscapes":
         return _call_accepting(data.cityscapes, data_dir, **common)
     if dataset == "voc":
