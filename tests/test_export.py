@@ -226,7 +226,7 @@ def test_tflite_int8_uint8_input_on_trained_model(tmp_path, trained_model):
         representative_data=calib,
         input_size=(64, 64),
         uint8_input=True,
-        sample_data=[(images[8:], masks[8:])],
+        sample_data=(images[8:], masks[8:]),
         num_parity_images=8,
         verbose=False,
     )

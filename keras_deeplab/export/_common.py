@@ -48,8 +48,9 @@ def take_images(data, max_images, with_labels=True):
     """Collects up to `max_images` single images (and masks) from `data`.
 
     `data` may be a NumPy array of images (H, W, 3) / (B, H, W, 3), a list
-    of such arrays, a `tf.data.Dataset` or any iterable yielding batches as
-    dicts (`{"images", "segmentation_masks"}`) or `(images, masks)` tuples.
+    of such arrays, one in-memory batch (a `{"images", "segmentation_masks"}`
+    dict or an `(images, masks)` tuple of arrays), a `tf.data.Dataset` or any
+    iterable yielding batches as such dicts or tuples.
 
     Returns:
         (images, labels): lists of float32 (H, W, 3) arrays and int32 (H, W)
@@ -60,6 +61,13 @@ def take_images(data, max_images, with_labels=True):
     if isinstance(data, np.ndarray):
         arr = data if data.ndim == 4 else data[None]
         return [a.astype(np.float32) for a in arr[:max_images]], None
+    if isinstance(data, dict) or (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and all(hasattr(d, "shape") for d in data)
+        and len(data[0].shape) == 4
+    ):
+        data = [data]  # one in-memory batch: {"images", "segmentation_masks"} or (x, y)
     images, labels = [], []
     has_labels = True
     for element in data:

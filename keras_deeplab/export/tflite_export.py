@@ -224,8 +224,10 @@ def tflite(
         representative_data: images for int8 calibration: a dataset yielding
             `{"images", "segmentation_masks"}` dicts or `(images, masks)`
             tuples (use the real input pipeline, without augmentation), an
-            array (B, H, W, 3) or a list of arrays. Required for int8; also the
-            default source of parity images.
+            array (B, H, W, 3), a list of (H, W, 3) arrays (sizes may differ
+            for a dynamic input size), or one in-memory `(images, masks)` /
+            dict batch. Required for int8; also the default source of parity
+            images.
         input_size: (height, width) for a fixed input size, or None for a
             dynamic one (resize the input tensor before allocating). Calibration
             and parity images are resized bilinearly to a fixed size. Defaults
