@@ -136,3 +136,31 @@ def test_build_model_names(name):
     assert logits.shape == (1, 33, 47, 3)
     with pytest.raises(ValueError, match="Unknown model"):
         experiment.build_model("segformer")
+
+
+def test_cli_hooks_export_predict_crf_search(tmp_path, capsys):
+    """The export / predict / crf-search subcommands reach keras_deeplab.export/.inference."""
+    import numpy as np
+    from PIL import Image
+
+    from keras_deeplab import cli
+    from keras_deeplab.training import experiment
+
+    model = experiment.build_model(num_classes=19, tiny=True)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    (tmp_path / "imgs").mkdir()
+    image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "imgs" / "a.png")
+    assert cli.main(["predict", "--model", path, "--input", str(tmp_path / "imgs"),
+                     "--output", str(tmp_path / "out")]) == 0
+    labels = np.asarray(Image.open(tmp_path / "out" / "a_labels.png"))
+    expected = model.predict(image[None].astype("float32"), verbose=0)[0].argmax(-1)
+    assert (labels == expected).mean() > 0.99
+    assert cli.main(["export", "--model", path, "--format", "saved_model",
+                     "--output", str(tmp_path / "sm")]) == 0
+    assert os.path.isfile(tmp_path / "sm" / "saved_model.pb")
+    data = kd.training.write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=16)
+    assert cli.main(["crf-search", "--model", path, "--dataset", "cityscapes", "--data-dir",
+                     data, "--max-images", "2"]) == 0
+    assert "coarse" in capsys.readouterr().out
