@@ -138,6 +138,7 @@ def test_build_model_names(name):
         experiment.build_model("segformer")
 
 
+@pytest.mark.large
 def test_cli_hooks_export_predict_crf_search(tmp_path, capsys):
     """The export / predict / crf-search subcommands reach keras_deeplab.export/.inference."""
     import numpy as np

@@ -1,6 +1,10 @@
-"""Training and evaluation for keras_deeplab: losses, metrics, schedules, callbacks, strategy."""
+"""Training and evaluation for keras_deeplab: losses, metrics, schedules, callbacks, strategy.
 
-from keras_deeplab.training import callbacks, losses, metrics  # noqa: F401
+Submodules: `losses` (``kd.losses``), `metrics` (``kd.metrics``), `callbacks`
+(``kd.callbacks``), `experiment` (the recipes' train / evaluate wiring).
+"""
+
+from keras_deeplab.training import callbacks, experiment, losses, metrics  # noqa: F401
 from keras_deeplab.training.aux import aux_loss, with_aux_targets  # noqa: F401
 from keras_deeplab.training.cityscapes_export import (  # noqa: F401
     CITYSCAPES_CLASS_NAMES,
@@ -34,3 +38,40 @@ from keras_deeplab.training.manifest import read_manifest, write_manifest  # noq
 from keras_deeplab.training.optimizers import KernelDecaySGD, poly_sgd  # noqa: F401
 from keras_deeplab.training.precision import PRECISIONS, set_precision  # noqa: F401
 from keras_deeplab.training.schedules import PolyDecay  # noqa: F401
+
+__all__ = [
+    "callbacks",
+    "experiment",
+    "losses",
+    "metrics",
+    "aux_loss",
+    "with_aux_targets",
+    "CITYSCAPES_CLASS_NAMES",
+    "cityscapes_official_evaluation",
+    "evaluate_cityscapes_predictions",
+    "export_cityscapes_predictions",
+    "check_per_replica_batch",
+    "get_strategy",
+    "jax_data_parallel",
+    "num_replicas",
+    "sync_batchnorm",
+    "confusion_matrix",
+    "evaluate",
+    "format_iou_table",
+    "predict_probabilities",
+    "sliding_window_probabilities",
+    "write_fake_cityscapes",
+    "write_fake_voc",
+    "check_dataset_classes",
+    "check_not_empty",
+    "check_resume",
+    "fit",
+    "training_callbacks",
+    "read_manifest",
+    "write_manifest",
+    "KernelDecaySGD",
+    "poly_sgd",
+    "PRECISIONS",
+    "set_precision",
+    "PolyDecay",
+]
