@@ -80,6 +80,8 @@ def load_dataset(dataset, data_dir, split, training, batch_size=8, crop_size=513
 
         return _fallback_data.make_dataset(dataset, data_dir, split, training, batch_size,
                                            crop_size, min_scale, max_scale)
+    if dataset in ("folder", "synthetic") and not hasattr(data, dataset):
+        raise ValueError(f"keras_deeplab.data.{dataset} is not available in this installation.")
     if dataset == "cityscapes":
         return _call_accepting(data.cityscapes, data_dir, **common)
     if dataset == "voc":
