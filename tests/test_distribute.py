@@ -122,6 +122,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.large
 def test_mirrored_strategy_matches_single_device():
     res = run_python(MIRRORED_SCRIPT, timeout=400)
     assert res["replicas"] == 2
