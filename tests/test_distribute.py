@@ -161,12 +161,13 @@ def test_get_strategy_and_checks():
     assert restored.layers[-1].synchronized is True
 
 
-def test_mixed_precision_keeps_logits_and_loss_float32():
-    previous = kd.training.set_precision("mixed_bfloat16")
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_logits_and_loss_float32(precision):
+    previous = kd.training.set_precision(precision)
     try:
         model = kd.models.from_preset("deeplabv3plus_tiny", num_classes=3)
-        assert model.layers[1].compute_dtype == "bfloat16" or any(
-            layer.compute_dtype == "bfloat16" for layer in model.layers)
+        compute = precision.split("_")[1]
+        assert any(layer.compute_dtype == compute for layer in model.layers)
         images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
         labels = np.random.default_rng(1).integers(0, 3, (2, 32, 32, 1)).astype("int32")
         logits = model(images, training=False)
@@ -177,6 +178,9 @@ def test_mixed_precision_keeps_logits_and_loss_float32():
                       metrics=[kd.metrics.MeanIoU(3)])
         history = model.fit(images, labels, epochs=1, batch_size=2, verbose=0)
         assert np.isfinite(history.history["loss"][0])
+        if precision == "mixed_float16":  # Keras adds dynamic loss scaling around our SGD
+            assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+            assert isinstance(model.optimizer.inner_optimizer, kd.training.KernelDecaySGD)
     finally:
         kd.training.set_precision(previous)
     with pytest.raises(ValueError, match="Unknown precision"):
