@@ -161,6 +161,9 @@ def train(dataset="cityscapes", data_dir=None, run_dir="saved_models/run", model
         dict with "run_dir", "history", "val_miou" (last evaluation), "seconds", "model".
     """
     config = {k: v for k, v in locals().items() if k not in ("recipe", "verbose")}
+    if tiny:  # the manifest records the backbone actually built
+        config["backbone"] = TINY_MODEL_KWARGS["backbone"]
+        config["backbone_kwargs"] = TINY_MODEL_KWARGS["backbone_kwargs"]
     from keras_deeplab.training import (
         aux_loss,
         check_per_replica_batch,
@@ -224,6 +227,10 @@ def train(dataset="cityscapes", data_dir=None, run_dir="saved_models/run", model
         recipe=recipe, steps_per_epoch=steps_per_epoch, every_n_epochs=eval_every,
         sliding_window=eval_sliding_window, scales=eval_scales, flip=eval_flip,
         class_names=class_names, tensorboard=tensorboard, overwrite=overwrite, verbose=verbose)
+    from keras_deeplab.training.manifest import write_manifest
+
+    write_manifest(run_dir, extra={"model": {"class": type(net).__name__,
+                                             "parameters": int(net.count_params())}})
     summary = {"run_dir": run_dir, "history": history.history, "seconds": time.time() - start,
                "val_miou": history.history.get("val_miou", [None])[-1], "model": net}
     return summary
