@@ -19,7 +19,7 @@ install: $(STAMP)
 # JAX and PyTorch (CPU builds) for the cross-backend tests. torch==2.13.0 first, so a
 # local CPU wheel is used where one exists instead of the multi-GB CUDA build.
 $(BSTAMP): $(STAMP)
-	$(BIN)/python -m pip install -q "torch==2.13.0" || $(BIN)/python -m pip install -q "torch>=2.2,<2.14" --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/python -m pip install -q "torch==2.13.0" || $(BIN)/python -m pip install -q "torch>=2.2,<2.14"
 	$(BIN)/python -m pip install -q -e ".[backends]"
 	touch $(BSTAMP)
 

@@ -50,7 +50,8 @@ class ImageNormalization(keras.layers.Layer):
         self._check(inputs.shape)
         x = keras.ops.cast(inputs, self.compute_dtype)
         if self.mode == "caffe":
-            x = keras.ops.flip(x, axis=-1)
+            # A gather, not a reverse: TFLite's int8 quantizer mishandles REVERSE_V2.
+            x = keras.ops.take(x, np.array([2, 1, 0], "int32"), axis=-1)
             return x - keras.ops.cast(np.array(_CAFFE_MEAN_BGR, "float32"), x.dtype)
         if self.mode == "tf":
             return x / 127.5 - 1.0

@@ -1,0 +1,68 @@
+"""Benchmark helpers: timing, FLOP counting through TF's graph profiler, machine ceiling."""
+
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def timed(fn, warmup=2, iters=10, min_seconds=0.0):
+    """Median seconds per call of ``fn()`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < iters or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def graph_flops(concrete_fn):
+    """FLOPs (2 x MACs) of a concrete function with static shapes, from TF's profiler."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    frozen = convert_variables_to_constants_v2(concrete_fn)
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    prof = tf.compat.v1.profiler.profile(graph=frozen.graph, options=opts)
+    return int(prof.total_float_ops)
+
+
+def conv_ceiling_gflops(dtype="float32", seconds=2.0):
+    """Achieved GFLOP/s of a large plain 3x3 convolution: this machine's practical ceiling."""
+    import tensorflow as tf
+
+    x = tf.random.normal((1, 65, 65, 512), dtype=dtype)
+    k = tf.random.normal((3, 3, 512, 512), dtype=dtype)
+    fn = tf.function(lambda: tf.nn.conv2d(x, k, 1, "SAME"))
+    sec = timed(lambda: fn().numpy(), warmup=2, iters=5, min_seconds=seconds)
+    return 2 * 65 * 65 * 9 * 512 * 512 / sec / 1e9
+
+
+def machine():
+    import keras
+    import tensorflow as tf
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+
+
+def write_json(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
