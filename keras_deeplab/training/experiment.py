@@ -36,10 +36,8 @@ def class_names_for(dataset, num_classes):
 
 
 def _call_accepting(fn, *args, **kwargs):
-    """Calls ``fn`` with the keyword arguments its signature accepts (others dropped)."""
+    """Calls ``fn`` with the keyword arguments its signature names (others dropped)."""
     params = inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return fn(*args, **kwargs)
     return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
 
 
@@ -69,11 +67,12 @@ def load_dataset(dataset, data_dir, split, training, batch_size=8, crop_size=513
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}; expected one of {DATASETS}.")
     common = dict(split=split, batch_size=batch_size, training=training, output="tuple",
-                  min_scale=min_scale, max_scale=max_scale,
-                  augment={"min_scale": min_scale, "max_scale": max_scale} if training
-                  else None)
+                  min_scale=min_scale, max_scale=max_scale, scale_range=(min_scale, max_scale))
     if training:
         common["crop_size"] = crop_size
+        if (min_scale, max_scale) != (0.5, 2.0):
+            # loaders that take an augmentation config rather than scale arguments
+            common["augment"] = {"min_scale": min_scale, "max_scale": max_scale}
     loader = {"cityscapes": "cityscapes", "voc": "pascal_voc"}.get(dataset)
     if loader is not None and not hasattr(data, loader):
         from keras_deeplab.training import _fallback_data
