@@ -38,6 +38,16 @@ RESUME_IGNORED_KEYS = ("data_dir", "run_dir", "output_dir", "verbose", "progress
                        "overwrite")
 
 
+class _BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint(save_best_only=True)` that waits quietly on epochs without the
+    monitored value (validation runs every N epochs)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or self.monitor not in logs:
+            return
+        super().on_epoch_end(epoch, logs)
+
+
 def check_dataset_classes(model, dataset, num_classes=None, ignore_class=255, max_batches=2):
     """Raises if the dataset's labels or declared classes disagree with the model.
 
@@ -121,7 +131,7 @@ def training_callbacks(run_dir, val_data=None, every_n_epochs=1, sliding_window=
         callbacks.append(EvaluateMeanIoU(val_data, every_n_epochs=every_n_epochs,
                                          sliding_window=sliding_window, scales=scales,
                                          flip=flip, class_names=class_names, verbose=verbose))
-        callbacks.append(keras.callbacks.ModelCheckpoint(
+        callbacks.append(_BestCheckpoint(
             os.path.join(run_dir, "best.keras"), monitor="val_miou", mode="max",
             save_best_only=True, verbose=0))
     if save_last:
