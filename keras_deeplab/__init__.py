@@ -2,8 +2,13 @@
 
 __version__ = "0.1.0"
 
-from keras_deeplab import backbones, layers, models  # noqa: E402,F401
-from keras_deeplab import data  # noqa: E402,F401
-from keras_deeplab import training  # noqa: E402,F401
-from keras_deeplab import export, inference  # noqa: E402,F401
+from keras_deeplab import (  # noqa: E402,F401  # noqa: E402,F401
+    backbones,
+    data,  # noqa: E402,F401
+    export,
+    inference,
+    layers,
+    models,
+    training,  # noqa: E402,F401
+)
 from keras_deeplab.training import callbacks, losses, metrics  # noqa: E402,F401

@@ -28,8 +28,11 @@ QUICK = dict(image_size=64, num_train=96, num_val=16, num_test=16, batch_size=8,
              epochs=2, baseline_epochs=1, lr=3e-3, crf_images=8, calib_images=8)
 
 
-def _log(msg, start=[time.time()]):  # noqa: B006 - a process-wide clock on purpose
-    print(f"[demo {time.time() - start[0]:6.0f}s] {msg}", flush=True)
+_START = time.time()
+
+
+def _log(msg):
+    print(f"[demo {time.time() - _START:6.0f}s] {msg}", flush=True)
 
 
 def build_models(num_classes):

@@ -1,11 +1,11 @@
 """Dilated backbones: keras.applications weights load exactly, DeepLab dilation rules."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 import keras_deeplab as kd
-from keras_deeplab.backbones import ResNetBackbone, VGG16Backbone, MobileNetV2Backbone
+from keras_deeplab.backbones import MobileNetV2Backbone, ResNetBackbone, VGG16Backbone
 
 
 def _trainable_count(model):

@@ -5,9 +5,9 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 import keras_deeplab as kd
 

@@ -1,8 +1,8 @@
 """Layer maths against NumPy references, TF-native dilation, config round-trips."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 import keras_deeplab as kd

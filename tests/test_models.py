@@ -1,8 +1,8 @@
 """DeepLab v2 / v3 / v3+ and baselines: shapes at any size, save/load, presets, OS change."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 import keras_deeplab as kd
 
@@ -90,7 +90,7 @@ def test_with_output_stride_keeps_weights_and_doubles_rates(rng):
     assert [w.shape for w in os8.weights] == [w.shape for w in model.weights]
     for a, b in zip(os8.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
-    rates5 = [l.dilation_rate[0] for l in os8.backbone.layers if l.name.startswith("conv5_") and l.name.endswith("_1_conv")]
+    rates5 = [layer.dilation_rate[0] for layer in os8.backbone.layers if layer.name.startswith("conv5_") and layer.name.endswith("_1_conv")]
     assert rates5 == [4, 8]
     x = rng.uniform(0, 255, size=(1, 64, 64, 3)).astype("float32")
     # Same weights, different (denser) computation: outputs close in range but not identical.
@@ -102,7 +102,7 @@ def test_presets_build_the_described_architectures():
     model = kd.models.from_preset("deeplabv3plus_resnet101_cityscapes", backbone_kwargs={"base_filters": 8})
     config = model.get_config()
     assert (config["num_classes"], config["backbone"], config["output_stride"]) == (19, "resnet101", 16)
-    assert len([l for l in model.backbone.layers if l.name.endswith("_3_conv") and l.name.startswith("conv4")]) == 23
+    assert len([layer for layer in model.backbone.layers if layer.name.endswith("_3_conv") and layer.name.startswith("conv4")]) == 23
     largefov = kd.models.from_preset("deeplab_largefov_vgg16_voc", fc_filters=8)
     assert largefov.get_layer("aspp_v2").rates == (12,)
     assert largefov.get_layer("aspp_v2").head == "fc"

@@ -7,7 +7,6 @@ import keras
 
 from keras_deeplab.utils import as_pair, register
 
-
 _STATE = threading.local()
 
 

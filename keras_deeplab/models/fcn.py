@@ -3,7 +3,12 @@
 import keras
 
 from keras_deeplab.layers.conv_bn import ConvBNReLU
-from keras_deeplab.models.base import SegmentationModel, backbone_config, classifier, resolve_backbone
+from keras_deeplab.models.base import (
+    SegmentationModel,
+    backbone_config,
+    classifier,
+    resolve_backbone,
+)
 from keras_deeplab.utils import register
 
 

@@ -2,7 +2,6 @@
 
 import copy
 
-
 from keras_deeplab.models.deeplab_v2 import DeepLabV2
 from keras_deeplab.models.deeplab_v3 import DeepLabV3
 from keras_deeplab.models.deeplab_v3_plus import DeepLabV3Plus
