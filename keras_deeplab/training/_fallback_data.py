@@ -51,6 +51,13 @@ def voc_files(data_dir, split):
     return images, masks
 
 
+def _image_size(path):
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.size
+
+
 def _read_mask(path, lut):
     from PIL import Image
 
@@ -75,25 +82,34 @@ def make_dataset(dataset, data_dir, split, training, batch_size, crop_size=513,
     else:
         images, masks = voc_files(data_dir, split)
         lut = None
-    pairs = []
-    for image_path, mask_path in zip(images, masks):
+
+    def load(image_path, mask_path):
         with Image.open(image_path) as img:
             image = np.asarray(img.convert("RGB"), np.float32)
         mask = _read_mask(mask_path, lut)
         if mask.shape != image.shape[:2]:
             raise ValueError(f"{image_path} is {image.shape[:2]} but {mask_path} is "
                              f"{mask.shape}.")
-        pairs.append((image, mask[..., None].astype(np.int32)))
-    shapes = {p[0].shape for p in pairs}
+        return image, mask[..., None].astype(np.int32)
+
+    order = np.arange(len(images))
+
+    def generate():  # files are read lazily, one pair at a time
+        if training:
+            np.random.default_rng([seed, generate.epoch]).shuffle(order)
+            generate.epoch += 1
+        for i in order:
+            yield load(images[i], masks[i])
+
+    generate.epoch = 0
+    same_size = len({_image_size(p) for p in images}) == 1  # header reads only
     ds = tf.data.Dataset.from_generator(
-        lambda: iter(pairs),
+        generate,
         output_signature=(tf.TensorSpec((None, None, 3), tf.float32),
                           tf.TensorSpec((None, None, 1), tf.int32)))
-    ds = ds.apply(tf.data.experimental.assert_cardinality(len(pairs)))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(images)))
     if not training:
-        if len(shapes) > 1:
-            batch_size = 1
-        return ds.batch(batch_size)
+        return ds.batch(batch_size if same_size else 1)
     crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
     mean = tf.constant(MEAN_RGB, tf.float32)
 
@@ -112,7 +128,7 @@ def make_dataset(dataset, data_dir, split, training, batch_size, crop_size=513,
         stacked = tf.image.random_flip_left_right(stacked)
         return stacked[..., :3], tf.cast(stacked[..., 3:], tf.int32)
 
-    return (ds.shuffle(len(pairs), seed=seed).map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(batch_size, drop_remainder=len(pairs) >= batch_size)
+    return (ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size, drop_remainder=len(images) >= batch_size)
             .prefetch(tf.data.AUTOTUNE))
 
