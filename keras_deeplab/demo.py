@@ -64,13 +64,10 @@ def compile_model(model, lr, total_steps, num_classes):
 
 
 def miou_of_labels(labels, predictions, num_classes):
-    """mIoU from integer label arrays (ignore 255), for the exported models' outputs."""
-    valid = labels != 255
-    cm = np.bincount(num_classes * labels[valid].astype(np.int64) + predictions[valid],
-                     minlength=num_classes**2).reshape(num_classes, num_classes)
-    union = cm.sum(0) + cm.sum(1) - np.diag(cm)
-    iou = np.diag(cm) / np.maximum(union, 1)
-    return float(iou[union > 0].mean())
+    """mIoU of integer label arrays (ignore 255), for the exported models' outputs."""
+    from keras_deeplab.np_metrics import confusion_matrix, mean_iou
+
+    return mean_iou(confusion_matrix(labels, predictions, num_classes))
 
 
 def plot_curves(history, baselines, path):

@@ -7,29 +7,12 @@ import itertools
 import numpy as np
 
 from keras_deeplab.inference.crf import DenseCRF, _pool_context, default_num_workers
+from keras_deeplab.np_metrics import confusion_matrix, mean_iou
 
-IGNORE_LABEL = 255
 # The paper's initial ranges: w1 in [3:6], sigma_alpha in [30:10:100], sigma_beta in [3:6].
 PAPER_W1 = (3.0, 4.0, 5.0, 6.0)
 PAPER_SXY = tuple(float(v) for v in range(30, 101, 10))
 PAPER_SRGB = (3.0, 4.0, 5.0, 6.0)
-
-
-def _confusion(labels, pred, num_classes):
-    labels = labels.reshape(-1).astype(np.int64)
-    pred = pred.reshape(-1).astype(np.int64)
-    keep = (labels != IGNORE_LABEL) & (labels >= 0) & (labels < num_classes)
-    return np.bincount(
-        labels[keep] * num_classes + pred[keep], minlength=num_classes * num_classes
-    ).reshape(num_classes, num_classes)
-
-
-def _miou(conf):
-    conf = conf.astype(np.float64)
-    tp = np.diag(conf)
-    union = conf.sum(0) + conf.sum(1) - tp
-    valid = union > 0
-    return float(np.mean(tp[valid] / union[valid])) if valid.any() else float("nan")
 
 
 @dataclasses.dataclass
@@ -93,7 +76,7 @@ def _evaluate(task):
     config, index = task
     crf = DenseCRF(**config)
     q = crf.refine(_SHARED["images"][index], _SHARED["probs"][index])
-    return _confusion(_SHARED["labels"][index], q.argmax(-1), _SHARED["num_classes"])
+    return confusion_matrix(_SHARED["labels"][index], q.argmax(-1), _SHARED["num_classes"], strict=False)
 
 
 def _collect(predictor_or_probabilities, images, labels, max_images):
@@ -190,8 +173,8 @@ def crf_search(
 
     baseline = np.zeros((num_classes, num_classes), np.int64)
     for p, lb in zip(probs, labels):
-        baseline += _confusion(lb, p.argmax(-1), num_classes)
-    baseline_miou = _miou(baseline)
+        baseline += confusion_matrix(lb, p.argmax(-1), num_classes, strict=False)
+    baseline_miou = mean_iou(baseline)
 
     workers = max(1, int(num_workers or default_num_workers()))
     results = {}
@@ -229,7 +212,7 @@ def crf_search(
             if workers > 1:
                 pool.shutdown()
         for s in settings:
-            miou = _miou(confusions[s])
+            miou = mean_iou(confusions[s])
             results[s] = miou
             table.append(
                 {

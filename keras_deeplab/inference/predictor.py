@@ -9,12 +9,7 @@ from keras_deeplab.inference.palette import get_palette
 from keras_deeplab.inference.result import PredictionResult
 from keras_deeplab.inference.runners import make_runner
 from keras_deeplab.inference.sliding_window import sliding_window_logits
-
-
-def _softmax(x):
-    x = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(x)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+from keras_deeplab.np_metrics import softmax
 
 
 def _resize_bilinear(x, size):
@@ -127,7 +122,7 @@ class Predictor:
         return self.runner(image[None])[0]
 
     def _probabilities(self, image):
-        probs = _softmax(self.logits(image))
+        probs = softmax(self.logits(image))
         if self.num_classes is None:
             self.num_classes = probs.shape[-1]
             get_palette(self.palette, self.num_classes)

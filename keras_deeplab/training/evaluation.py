@@ -15,9 +15,9 @@ import math
 import keras
 import numpy as np
 
+from keras_deeplab.np_metrics import confusion_matrix, iou_from_confusion, softmax  # noqa: F401
 from keras_deeplab.training._data import dataset_length, iterate_batches
 from keras_deeplab.training._utils import main_logits, model_num_classes
-from keras_deeplab.training.mean_iou import iou_from_confusion
 
 
 def _pair(value, name):
@@ -29,12 +29,6 @@ def _pair(value, name):
     if len(value) != 2 or min(value) <= 0:
         raise ValueError(f"{name} must be an int or an (height, width) pair > 0, got {value}")
     return value
-
-
-def _softmax(logits):
-    logits = logits.astype(np.float32, copy=False)
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def _resize(x, size, method="bilinear"):
@@ -57,7 +51,7 @@ def model_probabilities(model, images, batch_size=4):
         else:
             logits = model.predict_on_batch(chunk)
         logits = keras.ops.convert_to_numpy(main_logits(logits))
-        out.append(_softmax(np.asarray(logits)))
+        out.append(softmax(np.asarray(logits)))
     return np.concatenate(out, axis=0)
 
 
@@ -168,29 +162,6 @@ def predict_probabilities(model, images, sliding_window=None, overlap=1 / 3, sca
             total = probs if total is None else total + probs
             views += 1
     return total / views
-
-
-def confusion_matrix(labels, predictions, num_classes, ignore_class=255):
-    """int64 confusion matrix (rows: truth, columns: prediction) over non-ignored pixels.
-
-    Raises:
-        ValueError: if a label is neither a class id nor `ignore_class`.
-    """
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    predictions = np.asarray(predictions).reshape(-1).astype(np.int64)
-    if labels.shape != predictions.shape:
-        raise ValueError(f"labels and predictions differ in size: {labels.shape} vs "
-                         f"{predictions.shape}")
-    valid = labels != ignore_class if ignore_class is not None else np.ones_like(labels, bool)
-    bad = valid & ((labels < 0) | (labels >= num_classes))
-    if bad.any():
-        raise ValueError(
-            f"Mask value {int(labels[bad][0])} is neither a class id in [0, {num_classes}) nor "
-            f"the ignore label {ignore_class}: the dataset and the model disagree on the "
-            "number of classes (or the labels need mapping, e.g. Cityscapes labelIds -> "
-            "trainIds).")
-    return np.bincount(num_classes * labels[valid] + predictions[valid],
-                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def format_iou_table(per_class_iou, class_names=None, mean_iou=None, pixel_accuracy=None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from keras_deeplab.np_metrics import iou_from_confusion
 from keras_deeplab.training._utils import main_logits, squeeze_mask
 
 
@@ -51,12 +52,3 @@ class MeanIoU(keras.metrics.MeanIoU):
     def get_config(self):
         return {"num_classes": self.num_classes, "ignore_class": self.ignore_class,
                 "name": self.name, "dtype": self.dtype}
-
-
-def iou_from_confusion(cm):
-    """Per-class IoU from a confusion matrix (rows truth); NaN where TP + FP + FN == 0."""
-    cm = np.asarray(cm, np.float64)
-    tp = np.diag(cm)
-    denom = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, tp / np.where(denom > 0, denom, 1), np.nan)
