@@ -36,11 +36,13 @@ DEFAULTS = {
 }
 
 
-def _floats(text):
+def parse_floats(text):
+    """argparse type: "0.5,1,1.5" -> (0.5, 1.0, 1.5)."""
     return tuple(float(v) for v in text.split(","))
 
 
-def _window(text):
+def parse_window(text):
+    """argparse type: "769" -> 769, "513x1025" -> (513, 1025), "none" -> None."""
     if text in (None, "", "none"):
         return None
     parts = [int(v) for v in text.split("x")]
@@ -83,8 +85,8 @@ def _add_train(sub):
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="val")
     p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--eval-sliding-window", type=_window, default=None)
-    p.add_argument("--eval-scales", type=_floats, default=(1.0,))
+    p.add_argument("--eval-sliding-window", type=parse_window, default=None)
+    p.add_argument("--eval-scales", type=parse_floats, default=(1.0,))
     p.add_argument("--eval-flip", action="store_true")
     p.add_argument("--image-size", type=int, default=None, help="synthetic dataset image size")
     p.add_argument("--seed", type=int, default=0)
@@ -147,8 +149,8 @@ def _add_evaluate(sub):
     p.add_argument("--data-dir")
     p.add_argument("--split", default="val")
     p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--sliding-window", type=_window, default=None)
-    p.add_argument("--scales", type=_floats, default=(1.0,))
+    p.add_argument("--sliding-window", type=parse_window, default=None)
+    p.add_argument("--scales", type=parse_floats, default=(1.0,))
     p.add_argument("--flip", action="store_true")
     p.add_argument("--output-stride", type=int, default=None, choices=[8, 16, 32])
     p.add_argument("--export-dir", default=None, help="Cityscapes: write labelId PNGs")
@@ -179,7 +181,7 @@ def _add_export(sub):
     p.add_argument("--format", default="saved_model", choices=["saved_model", "tflite"])
     p.add_argument("--output", required=True)
     p.add_argument("--quantization", default=None, choices=[None, "float16", "int8"])
-    p.add_argument("--input-size", type=_window, default=None, help="TFLite static size")
+    p.add_argument("--input-size", type=parse_window, default=None, help="TFLite static size")
     p.set_defaults(func=cmd_export)
 
 
@@ -205,7 +207,7 @@ def _add_predict(sub):
     p.add_argument("--model", required=True, help=".keras, SavedModel dir or .tflite")
     p.add_argument("--input", required=True, help="an image file or a folder")
     p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--sliding-window", type=_window, default=None)
+    p.add_argument("--sliding-window", type=parse_window, default=None)
     p.add_argument("--palette", default="cityscapes")
     p.add_argument("--crf", action="store_true", help="dense CRF post-processing")
     p.set_defaults(func=cmd_predict)

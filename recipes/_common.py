@@ -11,15 +11,8 @@ if REPO not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, REPO)
 
 
-def floats(text):
-    return tuple(float(v) for v in text.split(","))
-
-
-def window(text):
-    if text in (None, "", "none"):
-        return None
-    parts = [int(v) for v in text.split("x")]
-    return parts[0] if len(parts) == 1 else tuple(parts)
+from keras_deeplab.cli import parse_floats as floats  # noqa: E402
+from keras_deeplab.cli import parse_window as window  # noqa: E402
 
 
 def train_parser(description, dataset, defaults):
