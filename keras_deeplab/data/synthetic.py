@@ -61,7 +61,7 @@ MAX_CLASSES = len(CLASS_NAMES)
 _SPLITS = {"train": 0, "val": 1, "test": 2}
 _DEFAULT_SIZES = {"train": 2000, "val": 200, "test": 200}
 _CHUNK = 64  # images generated per vectorised step; fixed so an image never depends on num_images
-_MIN_OBJECTS, _MAX_OBJECTS = 3, 7
+_MIN_OBJECTS, _MAX_OBJECTS = 4, 8
 _MIN_SCALE, _MAX_SCALE = 0.05, 0.40  # semi-axis as a fraction of the image side
 _STRIPE_ANGLES = {1: 0.0, 2: 90.0, 6: 45.0, 7: 135.0}
 
@@ -86,9 +86,10 @@ def _pattern(cls, yy, xx, rng, n):
         angle = np.deg2rad(_STRIPE_ANGLES[cls] + rng.uniform(-12, 12, (n, 1, 1)))
         period = rng.uniform(5.0, 8.0, (n, 1, 1))
         # distance along the stripe normal; stripes run along `angle`
-        coord = -xx * np.sin(angle) + yy * np.cos(angle)
-        return ((coord / period + phase_u) % 1.0) < 0.5
-    angle = rng.uniform(0, np.pi, (n, 1, 1))
+        coord = (-xx * np.sin(angle) + yy * np.cos(angle)) / period
+        return ((coord + phase_u).astype(np.float32) % 1.0) < 0.5
+    angle = rng.uniform(0, np.pi, (n, 1, 1)).astype(np.float32)
+    phase_u, phase_v = phase_u.astype(np.float32), phase_v.astype(np.float32)
     u = xx * np.cos(angle) + yy * np.sin(angle)
     v = -xx * np.sin(angle) + yy * np.cos(angle)
     if cls == 3:  # checker
@@ -109,9 +110,9 @@ def _smooth_field(rng, n, yy, xx, size, waves=3):
     """Smooth random field in [0, 1] of shape (n, S, S) made of a few low-frequency waves."""
     field = np.zeros((n,) + yy.shape[1:], np.float32)
     for _ in range(waves):
-        theta = rng.uniform(0, 2 * np.pi, (n, 1, 1))
-        wavelength = rng.uniform(0.5, 2.0, (n, 1, 1)) * size
-        phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+        theta = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
+        wavelength = (rng.uniform(0.5, 2.0, (n, 1, 1)) * size).astype(np.float32)
+        phase = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
         field += np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / wavelength + phase)
     return 0.5 + 0.5 * field / waves
 
@@ -128,12 +129,12 @@ def _generate_chunk(rng, n, size, num_classes):
         a, b = palette[rows, i], palette[rows, j]
         # keep the two colours of one texture apart, so the texture stays visible
         close = np.linalg.norm(a - b, axis=-1) < 80
-        b = np.where(close[:, None], 255.0 - a, b)
+        b = np.where(close[:, None], (a + 128.0) % 256.0, b)
         return a[:, None, None, :], b[:, None, None, :]
 
     c0, c1 = two_colours()
     t = _smooth_field(rng, n, yy, xx, size)[..., None]
-    image = c0 * (1 - t) + c1 * t
+    image = (c0 * (1 - t) + c1 * t).astype(np.float32)
     mask = np.zeros((n, size, size), np.uint8)
 
     num_objects = rng.integers(_MIN_OBJECTS, _MAX_OBJECTS + 1, n)
@@ -147,12 +148,17 @@ def _generate_chunk(rng, n, size, num_classes):
         a = scales[:, k].reshape(n, 1, 1)
         b = a * rng.uniform(0.5, 1.0, (n, 1, 1))
         theta = rng.uniform(0, np.pi, (n, 1, 1))
-        power = rng.choice(np.array([1.0, 2.0, 6.0], np.float32), (n, 1, 1))
-        du, dv = xx - cx, yy - cy
-        u = du * np.cos(theta) + dv * np.sin(theta)
-        v = -du * np.sin(theta) + dv * np.cos(theta)
-        inside = (np.abs(u / a) ** power + np.abs(v / b) ** power) <= 1.0
-        inside &= active[:, None, None]
+        shape = rng.integers(0, 3, n)  # diamond, ellipse, rounded rectangle
+        du, dv = xx - cx.astype(np.float32), yy - cy.astype(np.float32)
+        cos, sin = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+        ru = np.abs(du * cos + dv * sin) / a.astype(np.float32)
+        rv = np.abs(dv * cos - du * sin) / b.astype(np.float32)
+        inside = np.zeros((n, size, size), bool)
+        for kind, fn in enumerate((lambda p, q: p + q, lambda p, q: p * p + q * q,
+                                   lambda p, q: (p * p) ** 3 + (q * q) ** 3)):
+            sel = np.nonzero((shape == kind) & active)[0]
+            if sel.size:
+                inside[sel] = fn(ru[sel], rv[sel]) <= 1.0
         pattern = np.zeros((n, size, size), bool)
         for c in range(1, num_classes):
             sel = np.nonzero(cls == c)[0]
@@ -160,11 +166,11 @@ def _generate_chunk(rng, n, size, num_classes):
                 pattern[sel] = _pattern(c, yy, xx, rng, sel.size)
         ca, cb = two_colours()
         texture = np.where(pattern[..., None], ca, cb)
-        image = np.where(inside[..., None], texture, image)
-        mask = np.where(inside, cls[:, None, None].astype(np.uint8), mask)
+        np.copyto(image, texture, where=inside[..., None])
+        np.copyto(mask, cls[:, None, None].astype(np.uint8), where=inside)
 
     shading = 0.8 + 0.4 * _smooth_field(rng, n, yy, xx, size, waves=2)[..., None]
-    image = image * shading + rng.normal(0, 6.0, image.shape)
+    image = image * shading + rng.standard_normal(image.shape, np.float32) * 6.0
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
 
 
@@ -222,7 +228,7 @@ def synthetic(split="train", num_images=None, image_size=128, num_classes=6, see
 
     Yields `{"images": float32 (B, S, S, 3) in [0, 255], "segmentation_masks": int32
     (B, S, S, 1)}` (or `(images, masks)` with `output="tuple"`). In training mode the DeepLab
-    augmentation (random scale, pad, crop, flip) runs on it; see `kd.data.AugmentConfig`.
+    augmentation (random scale, pad, crop, flip) runs on it; see `kd.data.augment_example`.
 
     Args:
         split: str. `"train"`, `"val"` or `"test"`. Defaults to `"train"`.
@@ -234,10 +240,10 @@ def synthetic(split="train", num_images=None, image_size=128, num_classes=6, see
         training: bool or None. Augment and shuffle; defaults to `split == "train"`.
         crop_size: int, tuple or None. Training crop; defaults to `image_size`.
         output: str. `"dict"` or `"tuple"`. Defaults to `"dict"`.
-        augment: `kd.data.AugmentConfig`, dict or None. Augmentation settings (crop_size is
+        augment: dict or None. Keyword arguments for `kd.data.augment_example` (crop_size is
             taken from `crop_size`). Defaults to the DeepLab recipe.
         augment_on: str. `"data"` (in `tf.data` on the CPU) or `"device"` (the dataset yields
-            un-augmented batches; apply `kd.data.SegmentationAugmentation` to the batch).
+            un-augmented batches for the caller to augment on the accelerator).
         shuffle, shuffle_seed, deterministic, repeat, drop_remainder, cache, prefetch: see
             `kd.data.make_pipeline`.
 
