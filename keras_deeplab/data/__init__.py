@@ -1,10 +1,19 @@
-"""keras_deeplab.data: datasets yielding {"images", "segmentation_masks"} batches."""
+"""Datasets as `tf.data` pipelines yielding {"images", "segmentation_masks"}."""
 
-from keras_deeplab.data.augment import augment_example  # noqa: F401
-from keras_deeplab.data.pipeline import ArraySource, make_pipeline  # noqa: F401
-from keras_deeplab.data.synthetic import (  # noqa: F401
+from keras_deeplab.data.pipeline import ArraySource, AugmentConfig, make_pipeline
+from keras_deeplab.data.synthetic import (
     CLASS_NAMES,
     synthetic,
     synthetic_arrays,
     write_synthetic,
 )
+
+__all__ = [
+    "ArraySource",
+    "AugmentConfig",
+    "CLASS_NAMES",
+    "make_pipeline",
+    "synthetic",
+    "synthetic_arrays",
+    "write_synthetic",
+]

@@ -61,7 +61,7 @@ MAX_CLASSES = len(CLASS_NAMES)
 _SPLITS = {"train": 0, "val": 1, "test": 2}
 _DEFAULT_SIZES = {"train": 2000, "val": 200, "test": 200}
 _CHUNK = 64  # images generated per vectorised step; fixed so an image never depends on num_images
-_MIN_OBJECTS, _MAX_OBJECTS = 4, 8
+_MIN_OBJECTS, _MAX_OBJECTS = 3, 7
 _MIN_SCALE, _MAX_SCALE = 0.05, 0.40  # semi-axis as a fraction of the image side
 _STRIPE_ANGLES = {1: 0.0, 2: 90.0, 6: 45.0, 7: 135.0}
 
@@ -228,7 +228,7 @@ def synthetic(split="train", num_images=None, image_size=128, num_classes=6, see
 
     Yields `{"images": float32 (B, S, S, 3) in [0, 255], "segmentation_masks": int32
     (B, S, S, 1)}` (or `(images, masks)` with `output="tuple"`). In training mode the DeepLab
-    augmentation (random scale, pad, crop, flip) runs on it; see `kd.data.augment_example`.
+    augmentation (random scale, pad, crop, flip) runs on it; see `kd.data.AugmentConfig`.
 
     Args:
         split: str. `"train"`, `"val"` or `"test"`. Defaults to `"train"`.
@@ -240,10 +240,10 @@ def synthetic(split="train", num_images=None, image_size=128, num_classes=6, see
         training: bool or None. Augment and shuffle; defaults to `split == "train"`.
         crop_size: int, tuple or None. Training crop; defaults to `image_size`.
         output: str. `"dict"` or `"tuple"`. Defaults to `"dict"`.
-        augment: dict or None. Keyword arguments for `kd.data.augment_example` (crop_size is
+        augment: `kd.data.AugmentConfig`, dict or None. Augmentation settings (crop_size is
             taken from `crop_size`). Defaults to the DeepLab recipe.
         augment_on: str. `"data"` (in `tf.data` on the CPU) or `"device"` (the dataset yields
-            un-augmented batches for the caller to augment on the accelerator).
+            un-augmented batches; apply `kd.data.SegmentationAugmentation` to the batch).
         shuffle, shuffle_seed, deterministic, repeat, drop_remainder, cache, prefetch: see
             `kd.data.make_pipeline`.
 
