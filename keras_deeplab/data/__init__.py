@@ -1,5 +1,6 @@
 """Datasets as `tf.data` pipelines yielding {"images", "segmentation_masks"}."""
 
+from keras_deeplab.data.folder import FolderSource, folder
 from keras_deeplab.data.pipeline import ArraySource, AugmentConfig, make_pipeline
 from keras_deeplab.data.synthetic import (
     CLASS_NAMES,
@@ -12,6 +13,8 @@ __all__ = [
     "ArraySource",
     "AugmentConfig",
     "CLASS_NAMES",
+    "FolderSource",
+    "folder",
     "make_pipeline",
     "synthetic",
     "synthetic_arrays",
