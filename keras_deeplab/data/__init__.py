@@ -1,6 +1,7 @@
 """Datasets as `tf.data` pipelines yielding {"images", "segmentation_masks"}."""
 
 from keras_deeplab.data.folder import FolderSource, folder
+from keras_deeplab.data.tfrecord import TFRecordSource, tfrecords, write_tfrecords
 from keras_deeplab.data.pipeline import ArraySource, AugmentConfig, make_pipeline
 from keras_deeplab.data.synthetic import (
     CLASS_NAMES,
@@ -18,5 +19,8 @@ __all__ = [
     "make_pipeline",
     "synthetic",
     "synthetic_arrays",
+    "TFRecordSource",
+    "tfrecords",
+    "write_tfrecords",
     "write_synthetic",
 ]
