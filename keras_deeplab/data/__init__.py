@@ -1,7 +1,6 @@
 """Datasets as `tf.data` pipelines yielding {"images", "segmentation_masks"}."""
 
 from keras_deeplab.data.folder import FolderSource, folder
-from keras_deeplab.data.tfrecord import TFRecordSource, tfrecords, write_tfrecords
 from keras_deeplab.data.pipeline import ArraySource, AugmentConfig, make_pipeline
 from keras_deeplab.data.synthetic import (
     CLASS_NAMES,
@@ -9,6 +8,7 @@ from keras_deeplab.data.synthetic import (
     synthetic_arrays,
     write_synthetic,
 )
+from keras_deeplab.data.tfrecord import TFRecordSource, tfrecords, write_tfrecords
 
 __all__ = [
     "ArraySource",
