@@ -1,5 +1,10 @@
 """Datasets as `tf.data` pipelines yielding {"images", "segmentation_masks"}."""
 
+from keras_deeplab.data.cityscapes import (
+    CityscapesSource,
+    cityscapes,
+    label_ids_to_train_ids,
+)
 from keras_deeplab.data.folder import FolderSource, folder
 from keras_deeplab.data.pipeline import ArraySource, AugmentConfig, make_pipeline
 from keras_deeplab.data.synthetic import (
@@ -14,8 +19,11 @@ __all__ = [
     "ArraySource",
     "AugmentConfig",
     "CLASS_NAMES",
+    "CityscapesSource",
+    "cityscapes",
     "FolderSource",
     "folder",
+    "label_ids_to_train_ids",
     "make_pipeline",
     "synthetic",
     "synthetic_arrays",

@@ -1,0 +1,109 @@
+"""Cityscapes from its official folders, labelId -> trainId mapped in the graph.
+
+Layout: `root/leftImg8bit/<split>/<city>/<name>_leftImg8bit.png` and
+`root/gtFine/<split>/<city>/<name>_gtFine_labelIds.png` (or `gtCoarse` with `annotation="coarse"`).
+The 34 labelIds map to the 19 trainIds of `cityscapesscripts.helpers.labels`; everything else
+becomes 255.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_deeplab.data import pipeline as _pipeline
+
+NUM_CLASSES = 19
+# labelId -> trainId, identical to cityscapesscripts.helpers.labels (tested against it)
+_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
+              24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+LABEL_ID_TO_TRAIN_ID = np.full(256, 255, np.int32)
+for _label_id, _train_id in _TRAIN_IDS.items():
+    LABEL_ID_TO_TRAIN_ID[_label_id] = _train_id
+
+
+def label_ids_to_train_ids(label_ids):
+    """Maps a tensor of Cityscapes labelIds (0..255) to trainIds (0..18, else 255), in graph."""
+    return tf.gather(tf.constant(LABEL_ID_TO_TRAIN_ID), tf.cast(label_ids, tf.int32))
+
+
+class CityscapesSource:
+    """Pipeline source for the Cityscapes folder layout.
+
+    Args:
+        root: str. Folder holding `leftImg8bit/` and `gtFine/`.
+        split: str. `"train"`, `"val"`, `"test"` or `"train_extra"` (with coarse labels).
+        annotation: str. `"fine"` (gtFine) or `"coarse"` (gtCoarse). Defaults to `"fine"`.
+    """
+
+    def __init__(self, root, split, annotation="fine"):
+        if annotation not in ("fine", "coarse"):
+            raise ValueError(f"annotation must be 'fine' or 'coarse'; got {annotation!r}.")
+        gt = "gtFine" if annotation == "fine" else "gtCoarse"
+        image_root = os.path.join(root, "leftImg8bit", split)
+        if not tf.io.gfile.isdir(image_root):
+            raise FileNotFoundError(
+                f"Cityscapes split folder {image_root!r} does not exist; pass the folder that "
+                "holds leftImg8bit/ and gtFine/ and a split among train, val, test.")
+        self.image_paths, self.mask_paths = [], []
+        for city in sorted(tf.io.gfile.listdir(image_root)):
+            city = city.rstrip("/")
+            for name in sorted(tf.io.gfile.listdir(os.path.join(image_root, city))):
+                if not name.endswith("_leftImg8bit.png"):
+                    continue
+                stem = name[: -len("_leftImg8bit.png")]
+                mask = os.path.join(root, gt, split, city, f"{stem}_{gt}_labelIds.png")
+                if not tf.io.gfile.exists(mask):
+                    raise FileNotFoundError(
+                        f"Image {os.path.join(image_root, city, name)!r} has no label file "
+                        f"{mask!r}; download {gt} or remove the image.")
+                self.image_paths.append(os.path.join(image_root, city, name))
+                self.mask_paths.append(mask)
+        if not self.image_paths:
+            raise FileNotFoundError(f"No *_leftImg8bit.png images under {image_root!r}.")
+        self.num_classes, self.name = NUM_CLASSES, image_root
+
+    def __len__(self):
+        return len(self.image_paths)
+
+    def _decode(self, image_path, mask_path):
+        image = tf.io.decode_png(tf.io.read_file(image_path), channels=3)
+        raw = tf.io.decode_png(tf.io.read_file(mask_path))
+        tf.debugging.assert_equal(tf.shape(raw)[-1], 1, message=tf.strings.join(
+            ["expected a single-channel labelIds PNG, got colour: ", mask_path]))
+        tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(raw)[:2], message=tf.strings.join(
+            ["image/label size mismatch: ", image_path, " vs ", mask_path]))
+        return {"images": tf.cast(image, tf.float32),
+                "segmentation_masks": label_ids_to_train_ids(raw)}
+
+    def dataset(self):
+        ds = tf.data.Dataset.from_tensor_slices((self.image_paths, self.mask_paths))
+        return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def cityscapes(root, split="train", annotation="fine", batch_size=8, training=None,
+               crop_size=769, output="dict", augment=None, **pipeline_kwargs):
+    """Cityscapes dataset (19 trainId classes, 255 ignored).
+
+    Args:
+        root: str. Folder with `leftImg8bit/` and `gtFine/`.
+        split: str. Defaults to `"train"`.
+        annotation: str. `"fine"` or `"coarse"`. Defaults to `"fine"`.
+        batch_size: int. Defaults to 8.
+        training: bool or None. Defaults to `split == "train"`; eval keeps 2048x1024.
+        crop_size: int or (h, w). Training crop. Defaults to 769.
+        output: str. `"dict"` or `"tuple"`.
+        augment: `kd.data.AugmentConfig`, dict or None.
+        **pipeline_kwargs: passed to `kd.data.make_pipeline`.
+
+    Example:
+
+    ```python
+    train = kd.data.cityscapes("/data/cityscapes", "train", batch_size=8, crop_size=769)
+    ```
+    """
+    training = split == "train" if training is None else training
+    return _pipeline.make_pipeline(CityscapesSource(root, split, annotation),
+                                   batch_size=batch_size, training=training,
+                                   crop_size=crop_size, output=output, augment=augment,
+                                   **pipeline_kwargs)
