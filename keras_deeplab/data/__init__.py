@@ -6,6 +6,7 @@ from keras_deeplab.data.cityscapes import (
     label_ids_to_train_ids,
 )
 from keras_deeplab.data.folder import FolderSource, folder
+from keras_deeplab.data.pascal_voc import PascalVOCSource, pascal_voc
 from keras_deeplab.data.pipeline import ArraySource, AugmentConfig, make_pipeline
 from keras_deeplab.data.synthetic import (
     CLASS_NAMES,
@@ -25,6 +26,8 @@ __all__ = [
     "folder",
     "label_ids_to_train_ids",
     "make_pipeline",
+    "PascalVOCSource",
+    "pascal_voc",
     "synthetic",
     "synthetic_arrays",
     "TFRecordSource",
