@@ -109,7 +109,8 @@ class PascalVOCSource:
         image = tf.io.decode_jpeg(tf.io.read_file(image_path), channels=3,
                                   dct_method="INTEGER_ACCURATE")
         mask = tf.numpy_function(_read_mask_file, [mask_path], tf.uint8, stateful=False)
-        mask = tf.reshape(mask, tf.concat([tf.shape(mask)[:2], [1]], 0))
+        mask.set_shape([None, None])
+        mask = mask[..., None]
         tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(mask)[:2], message=tf.strings.join(
             ["image/mask size mismatch: ", image_path, " vs ", mask_path]))
         mask = tf.cast(mask, tf.int32)
