@@ -5,6 +5,7 @@ from keras_deeplab.data.cityscapes import (
     cityscapes,
     label_ids_to_train_ids,
 )
+from keras_deeplab.data.distribute import distribute
 from keras_deeplab.data.folder import FolderSource, folder
 from keras_deeplab.data.pascal_voc import PascalVOCSource, pascal_voc
 from keras_deeplab.data.pipeline import ArraySource, AugmentConfig, make_pipeline
@@ -23,6 +24,7 @@ __all__ = [
     "CityscapesSource",
     "cityscapes",
     "FolderSource",
+    "distribute",
     "folder",
     "label_ids_to_train_ids",
     "make_pipeline",
