@@ -5,6 +5,7 @@ from keras_deeplab.data.cityscapes import (
     cityscapes,
     label_ids_to_train_ids,
 )
+from keras_deeplab.data.cityscapes_tfds import CityscapesTFDSSource, cityscapes_tfds
 from keras_deeplab.data.distribute import distribute
 from keras_deeplab.data.folder import FolderSource, folder
 from keras_deeplab.data.pascal_voc import PascalVOCSource, pascal_voc
@@ -23,6 +24,8 @@ __all__ = [
     "CLASS_NAMES",
     "CityscapesSource",
     "cityscapes",
+    "CityscapesTFDSSource",
+    "cityscapes_tfds",
     "FolderSource",
     "distribute",
     "folder",
