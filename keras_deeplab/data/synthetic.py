@@ -245,7 +245,7 @@ def synthetic(split="train", num_images=None, image_size=128, num_classes=6, see
         augment: `kd.data.AugmentConfig`, dict or None. Augmentation settings (crop_size is
             taken from `crop_size`). Defaults to the DeepLab recipe.
         augment_on: str. `"data"` (in `tf.data` on the CPU) or `"device"` (the dataset yields
-            un-augmented batches; apply `kd.data.SegmentationAugmentation` to the batch).
+            un-augmented batches; see `kd.data.make_pipeline`).
         shuffle, shuffle_seed, deterministic, repeat, drop_remainder, cache, prefetch: see
             `kd.data.make_pipeline`.
 
