@@ -89,10 +89,10 @@ def test_cli_train_then_evaluate(tmp_path):
 def test_fake_trees_layout(tmp_path):
     from PIL import Image
 
-    root = kd.training.write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=16)
+    root = kd.training.write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=32)
     gt = os.path.join(root, "gtFine", "val", "bochum", "bochum_000001_000019_gtFine_labelIds.png")
     label_ids = Image.open(gt)
-    assert label_ids.mode == "L" and label_ids.size == (32, 16)
+    assert label_ids.mode == "L" and label_ids.size == (64, 32)
     train_ids = Image.open(gt.replace("labelIds", "labelTrainIds"))
     import numpy as np
 
@@ -100,7 +100,7 @@ def test_fake_trees_layout(tmp_path):
 
     np.testing.assert_array_equal(labelid_to_trainid_lut()[np.asarray(label_ids)],
                                   np.asarray(train_ids))
-    voc = kd.training.write_fake_voc(str(tmp_path / "voc"), {"train": 2}, image_size=16)
+    voc = kd.training.write_fake_voc(str(tmp_path / "voc"), {"train": 2}, image_size=32)
     png = Image.open(os.path.join(voc, "VOC2012", "SegmentationClass", "2007_train_000000.png"))
     assert png.mode == "P"
     values = set(np.unique(np.asarray(png)).tolist())
@@ -161,7 +161,7 @@ def test_cli_hooks_export_predict_crf_search(tmp_path, capsys):
     assert cli.main(["export", "--model", path, "--format", "saved_model",
                      "--output", str(tmp_path / "sm")]) == 0
     assert os.path.isfile(tmp_path / "sm" / "saved_model.pb")
-    data = kd.training.write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=16)
+    data = kd.training.write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=32)
     assert cli.main(["crf-search", "--model", path, "--dataset", "cityscapes", "--data-dir",
                      data, "--max-images", "2"]) == 0
     assert "coarse" in capsys.readouterr().out
