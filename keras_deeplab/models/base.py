@@ -72,6 +72,20 @@ class SegmentationModel(keras.Model):
     def _set_config(self, **config):
         self._kd_config = dict(config)
 
+    def _set_backbone_config(self, backbone, original, output_stride, backbone_kwargs, **config):
+        """`_set_config` for models on a backbone: also records the backbone's name (looked up
+        by the `backbone` property) and the output stride, and stores the backbone entries
+        (its name or serialized form, ``backbone_weights=None``, ``backbone_kwargs``)."""
+        self._backbone_name = backbone.name
+        self.output_stride = output_stride
+        self._set_config(
+            backbone=backbone_config(backbone, original),
+            output_stride=output_stride,
+            backbone_weights=None,
+            backbone_kwargs=dict(backbone_kwargs) if backbone_kwargs else None,
+            **config,
+        )
+
     def get_config(self):
         config = {"name": self.name, "trainable": self.trainable}
         config.update(self._kd_config)

@@ -4,7 +4,7 @@ import keras
 
 from keras_deeplab.layers.aspp_v2 import ASPPV2
 from keras_deeplab.layers.resize import ResizeLike
-from keras_deeplab.models.base import SegmentationModel, backbone_config, resolve_backbone
+from keras_deeplab.models.base import SegmentationModel, resolve_backbone
 from keras_deeplab.utils import register
 
 
@@ -69,17 +69,12 @@ class DeepLabV2(SegmentationModel):
         x = ResizeLike(name="logits_upsample")([x, inputs])
         outputs = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self._backbone_name = backbone.name
-        self.output_stride = output_stride
-        self._set_config(
+        self._set_backbone_config(
+            backbone, original, output_stride, backbone_kwargs,
             num_classes=num_classes,
-            backbone=backbone_config(backbone, original),
-            output_stride=output_stride,
-            backbone_weights=None,
             aspp_rates=tuple(aspp_rates),
             head=head,
             fc_filters=fc_filters,
             dropout=dropout,
-            backbone_kwargs=dict(backbone_kwargs) if backbone_kwargs else None,
             input_shape=tuple(input_shape),
         )

@@ -6,7 +6,6 @@ from keras_deeplab.layers.aspp import ASPP
 from keras_deeplab.models.base import (
     SegmentationModel,
     aux_classifier,
-    backbone_config,
     classifier,
     default_aspp_rates,
     resolve_backbone,
@@ -75,19 +74,14 @@ class DeepLabV3(SegmentationModel):
             aux = aux_classifier(features[backbone.aux_feature], inputs, num_classes)
             outputs = {"logits": outputs, "aux_logits": aux}
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self._backbone_name = backbone.name
-        self.output_stride = output_stride
-        self._set_config(
+        self._set_backbone_config(
+            backbone, original, output_stride, backbone_kwargs,
             num_classes=num_classes,
-            backbone=backbone_config(backbone, original),
-            output_stride=output_stride,
-            backbone_weights=None,
             multi_grid=tuple(multi_grid) if multi_grid is not None else None,
             aspp_rates=tuple(aspp_rates) if aspp_rates is not None else None,
             aspp_filters=aspp_filters,
             aspp_dropout=aspp_dropout,
             separable=separable,
             aux_head=aux_head,
-            backbone_kwargs=dict(backbone_kwargs) if backbone_kwargs else None,
             input_shape=tuple(input_shape),
         )

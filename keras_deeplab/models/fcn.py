@@ -5,7 +5,6 @@ import keras
 from keras_deeplab.layers.conv_bn import ConvBNReLU
 from keras_deeplab.models.base import (
     SegmentationModel,
-    backbone_config,
     classifier,
     resolve_backbone,
 )
@@ -62,15 +61,10 @@ class FCN(SegmentationModel):
         x = keras.layers.Dropout(dropout, name="fcn_dropout")(x)
         outputs = classifier(x, inputs, num_classes, name="logits")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self._backbone_name = backbone.name
-        self.output_stride = output_stride
-        self._set_config(
+        self._set_backbone_config(
+            backbone, original, output_stride, backbone_kwargs,
             num_classes=num_classes,
-            backbone=backbone_config(backbone, original),
-            output_stride=output_stride,
-            backbone_weights=None,
             head_filters=head_filters,
             dropout=dropout,
-            backbone_kwargs=dict(backbone_kwargs) if backbone_kwargs else None,
             input_shape=tuple(input_shape),
         )
