@@ -6,6 +6,10 @@ import keras
 register = keras.saving.register_keras_serializable(package="keras_deeplab")
 
 
+# The key under which `augment_on="device"` batches carry their augmentation random numbers.
+AUGMENT_PARAMS = "augment_params"
+
+
 def as_pair(value, name):
     """Returns ``value`` as a tuple of two ints (accepts an int or a pair)."""
     if isinstance(value, int):

@@ -9,6 +9,7 @@ from keras_deeplab.data.cityscapes_tfds import CityscapesTFDSSource, cityscapes_
 from keras_deeplab.data.distribute import distribute
 from keras_deeplab.data.folder import FolderSource, folder
 from keras_deeplab.data.pascal_voc import PascalVOCSource, pascal_voc
+from keras_deeplab.data.augment import SegmentationAugmentation
 from keras_deeplab.data.pipeline import ArraySource, AugmentConfig, make_pipeline
 from keras_deeplab.data.synthetic import (
     CLASS_NAMES,
@@ -32,6 +33,7 @@ __all__ = [
     "label_ids_to_train_ids",
     "make_pipeline",
     "PascalVOCSource",
+    "SegmentationAugmentation",
     "pascal_voc",
     "synthetic",
     "synthetic_arrays",

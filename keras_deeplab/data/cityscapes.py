@@ -73,12 +73,23 @@ class CityscapesSource:
             ["expected a single-channel labelIds PNG, got colour: ", mask_path]))
         tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(raw)[:2], message=tf.strings.join(
             ["image/label size mismatch: ", image_path, " vs ", mask_path]))
-        return {"images": tf.cast(image, tf.float32),
-                "segmentation_masks": label_ids_to_train_ids(raw)}
+        return {"images": image, "segmentation_masks": raw}
 
-    def dataset(self):
+    # labelId -> trainId; `kd.data.make_pipeline` applies it after the crop (a 769x769 lookup
+    # instead of a 2048x1024 one), `dataset()` applies it at once.
+    mask_lookup = LABEL_ID_TO_TRAIN_ID
+
+    def raw_dataset(self):
+        """Decoded examples with the masks still in labelIds."""
         ds = tf.data.Dataset.from_tensor_slices((self.image_paths, self.mask_paths))
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def dataset(self):
+        """Decoded examples with trainId masks."""
+        return self.raw_dataset().map(
+            lambda ex: {"images": ex["images"],
+                        "segmentation_masks": label_ids_to_train_ids(ex["segmentation_masks"])},
+            num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def cityscapes(root, split="train", annotation="fine", batch_size=8, training=None,

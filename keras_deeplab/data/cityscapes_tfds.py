@@ -42,7 +42,7 @@ class CityscapesTFDSSource:
 
     def dataset(self):
         def convert(ex):
-            return {"images": tf.cast(ex["image_left"], tf.float32),
+            return {"images": tf.cast(ex["image_left"], tf.uint8),
                     "segmentation_masks": label_ids_to_train_ids(ex["segmentation_label"])}
 
         return self._ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)

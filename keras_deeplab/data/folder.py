@@ -103,7 +103,7 @@ class FolderSource:
                     "mask ", mask_path, f" holds values that are neither a class id in [0, "
                     f"{self.num_classes}) nor the ignore label {self.ignore_label}; pass "
                     "value_map=... or invalid_to_ignore=True"]))
-        return {"images": tf.cast(image, tf.float32), "segmentation_masks": mask}
+        return {"images": image, "segmentation_masks": mask}
 
     def dataset(self):
         ds = tf.data.Dataset.from_tensor_slices((self.image_paths, self.mask_paths))

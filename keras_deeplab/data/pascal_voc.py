@@ -117,7 +117,7 @@ class PascalVOCSource:
         valid = (mask < NUM_CLASSES) | (mask == 255)
         tf.debugging.assert_equal(tf.reduce_all(valid), True, message=tf.strings.join(
             ["mask ", mask_path, " holds values outside 0..20 and 255"]))
-        return {"images": tf.cast(image, tf.float32), "segmentation_masks": mask}
+        return {"images": image, "segmentation_masks": mask}
 
     def dataset(self):
         ds = tf.data.Dataset.from_tensor_slices((self.image_paths, self.mask_paths))

@@ -4,33 +4,20 @@ Masks are integer class ids; they are only ever resized with nearest neighbour a
 or filled with the ignore label (255).
 """
 
-import dataclasses
-
 import numpy as np
 import tensorflow as tf
 
-IGNORE_LABEL = 255
-IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
+from keras_deeplab.data.augment import (
+    AUGMENT_PARAMS,
+    IGNORE_LABEL,
+    IMAGENET_MEAN_RGB,
+    NUM_RANDOM,
+    AugmentConfig,
+    _TFOps,
+    warp_batch,
+)
 
-
-@dataclasses.dataclass
-class AugmentConfig:
-    """DeepLab training augmentation.
-
-    Args:
-        min_scale, max_scale: float. Random scale range. Defaults to 0.5 and 2.0.
-        scale_step: float or None. Quantise the scale (e.g. 0.25). Defaults to None.
-        flip: bool. Random horizontal flip. Defaults to True.
-        pad_value: RGB fill for images when padding to the crop. Defaults to the ImageNet mean.
-        ignore_label: int. Fill for masks. Defaults to 255.
-    """
-
-    min_scale: float = 0.5
-    max_scale: float = 2.0
-    scale_step: float = None
-    flip: bool = True
-    pad_value: tuple = IMAGENET_MEAN_RGB
-    ignore_label: int = IGNORE_LABEL
+__all__ = ["ArraySource", "AugmentConfig", "IGNORE_LABEL", "IMAGENET_MEAN_RGB", "make_pipeline"]
 
 
 class ArraySource:
@@ -71,32 +58,18 @@ class ArraySource:
         )
 
 
-def _augment(example, crop, cfg, seed=None):
-    image = tf.cast(example["images"], tf.float32)
-    mask = tf.cast(example["segmentation_masks"], tf.int32)
-    shape = tf.shape(image)
-    scale = tf.random.uniform([], cfg.min_scale, cfg.max_scale)
-    if cfg.scale_step:
-        scale = cfg.min_scale + tf.round((scale - cfg.min_scale) / cfg.scale_step) * cfg.scale_step
-    size = tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * scale), tf.int32)
-    size = tf.maximum(size, 1)
-    image = tf.image.resize(image, size, method="bilinear")
-    mask = tf.image.resize(mask, size, method="nearest")
-    # Pad to at least the crop: images with the mean, masks with the ignore label.
-    pad_h = tf.maximum(crop[0] - size[0], 0)
-    pad_w = tf.maximum(crop[1] - size[1], 0)
-    paddings = [[0, pad_h], [0, pad_w], [0, 0]]
-    mean = tf.constant(cfg.pad_value, tf.float32)
-    image = tf.pad(image - mean, paddings) + mean
-    mask = tf.pad(mask - cfg.ignore_label, paddings) + cfg.ignore_label
-    stacked = tf.concat([image, tf.cast(mask, tf.float32)], axis=-1)
-    stacked = tf.image.random_crop(stacked, [crop[0], crop[1], 4])
-    if cfg.flip:
-        stacked = tf.image.random_flip_left_right(stacked)
-    return {
-        "images": stacked[..., :3],
-        "segmentation_masks": tf.cast(tf.round(stacked[..., 3:]), tf.int32),
-    }
+def _params(image):
+    """One example's augmentation row: uniform numbers, then its height and width."""
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    return tf.concat([tf.random.uniform([NUM_RANDOM]), size], axis=0)
+
+
+def _augment(example, crop, cfg):
+    """The tf.data path: `warp_batch` with TF ops on a batch of one."""
+    images, masks = warp_batch(_TFOps(), example["images"][None],
+                               example["segmentation_masks"][None],
+                               _params(example["images"])[None], crop, cfg)
+    return {"images": images[0], "segmentation_masks": masks[0]}
 
 
 def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="dict",
@@ -105,47 +78,83 @@ def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="
                   prefetch=True):
     """Builds the batched dataset: (cache) -> (shuffle) -> (augment) -> batch -> prefetch.
 
+    Images stay uint8 until they are cropped (a quarter of the memory in the cache and no
+    float copy of the full-size image); batches hold float32 images in [0, 255] and int32 masks.
+
     Args:
         source: an object with ``dataset()`` yielding unbatched
-            ``{"images", "segmentation_masks"}`` examples.
+            ``{"images", "segmentation_masks"}`` examples and ``__len__``.
         batch_size: int. Defaults to 8.
         training: bool. Augment and shuffle. Defaults to False (full resolution).
         crop_size: int or (h, w). Training crop. Required when ``training``.
         output: "dict" or "tuple" (``(images, masks)`` for ``model.fit``).
         augment: AugmentConfig, dict or None (DeepLab defaults).
-        augment_on: "data" (here, in tf.data). Defaults to "data".
+        augment_on: "data" (augment here, in tf.data on the CPU) or "device". With "device"
+            the batches hold the full-size uint8 images and masks (padded to the largest in
+            the batch) plus an ``"augment_params"`` row per example (the random numbers, drawn
+            here); a ``kd.data.SegmentationAugmentation`` turns them into crops on the
+            accelerator, with the same distribution as "data". Attach it to a kd model with
+            ``model.set_augmentation(...)`` (or pass ``augment_on="device"`` to
+            ``kd.training.fit``). The tuple form is ``({"images", "augment_params"}, masks)``.
         shuffle: bool or None (defaults to ``training``).
         shuffle_seed: int or None.
         deterministic: bool. Keep element order with parallel maps. Defaults to True.
         repeat: bool. Repeat forever. Defaults to False.
         drop_remainder: bool or None (defaults to ``training``).
-        cache: bool. Cache decoded examples. Defaults to True.
+        cache: bool. Cache decoded examples in memory. Defaults to True; turn it off for
+            datasets larger than memory (Cityscapes' 2975 training pairs take ~18 GB decoded).
         prefetch: bool. Defaults to True.
     """
     if output not in ("dict", "tuple"):
         raise ValueError(f"output must be 'dict' or 'tuple', got {output!r}.")
-    if augment_on != "data":
-        raise ValueError(f"augment_on={augment_on!r} is not supported by this pipeline; use 'data'.")
-    cfg = augment if isinstance(augment, AugmentConfig) else AugmentConfig(**(augment or {}))
-    ds = source.dataset()
+    if augment_on not in ("data", "device"):
+        raise ValueError(f"augment_on must be 'data' or 'device', got {augment_on!r}.")
+    cfg = AugmentConfig.coerce(augment)
+    # A source may hand over raw masks plus a value -> class lookup, applied after the crop.
+    lookup = getattr(source, "mask_lookup", None) if hasattr(source, "raw_dataset") else None
+    ds = source.raw_dataset() if lookup is not None else source.dataset()
+    if lookup is not None:
+        table = tf.constant(np.asarray(lookup, np.int32))
+        if cfg.ignore_label < len(lookup) and int(lookup[cfg.ignore_label]) != cfg.ignore_label:
+            raise ValueError("The source's mask lookup must map the ignore label to itself.")
+
+        def apply_lookup(ex):
+            masks = tf.gather(table, tf.cast(ex["segmentation_masks"], tf.int32))
+            return {**ex, "segmentation_masks": masks}
+    else:
+        def apply_lookup(ex):
+            return ex
     if cache:
         ds = ds.cache()
     if shuffle if shuffle is not None else training:
         ds = ds.shuffle(max(len(source), 1), seed=shuffle_seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+    drop = training if drop_remainder is None else drop_remainder
     if training:
         if crop_size is None:
             raise ValueError("crop_size is required when training=True.")
         crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
-        ds = ds.map(lambda ex: _augment(ex, crop, cfg), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=deterministic)
+        if augment_on == "data":
+            ds = ds.map(lambda ex: apply_lookup(_augment(ex, crop, cfg)),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+            ds = ds.batch(batch_size, drop_remainder=drop)
+        else:
+            ds = ds.map(lambda ex: {**apply_lookup(ex), AUGMENT_PARAMS: _params(ex["images"])},
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+            ds = ds.padded_batch(batch_size, drop_remainder=drop)
     else:
         ds = ds.map(lambda ex: {"images": tf.cast(ex["images"], tf.float32),
-                                "segmentation_masks": tf.cast(ex["segmentation_masks"], tf.int32)})
-    ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
+                                "segmentation_masks": tf.cast(
+                                    apply_lookup(ex)["segmentation_masks"], tf.int32)},
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        ds = ds.batch(batch_size, drop_remainder=drop)
     if output == "tuple":
-        ds = ds.map(lambda ex: (ex["images"], ex["segmentation_masks"]))
+        if training and augment_on == "device":
+            ds = ds.map(lambda ex: ({"images": ex["images"], AUGMENT_PARAMS: ex[AUGMENT_PARAMS]},
+                                    ex["segmentation_masks"]))
+        else:
+            ds = ds.map(lambda ex: (ex["images"], ex["segmentation_masks"]))
     if prefetch:
         ds = ds.prefetch(tf.data.AUTOTUNE)
     return ds

@@ -104,7 +104,7 @@ class TFRecordSource:
             ex = tf.io.parse_single_example(record, spec)
             image = tf.io.decode_png(ex["image/encoded"], channels=3)
             mask = tf.io.decode_png(ex["mask/encoded"], channels=1)
-            return {"images": tf.cast(image, tf.float32),
+            return {"images": image,
                     "segmentation_masks": tf.cast(mask, tf.int32)}
 
         return tf.data.TFRecordDataset(self.paths).map(decode,

@@ -5,7 +5,7 @@ import keras
 from keras_deeplab.backbones import get_backbone
 from keras_deeplab.layers.conv_bn import ConvBNReLU
 from keras_deeplab.layers.resize import ResizeLike
-from keras_deeplab.utils import check_output_stride
+from keras_deeplab.utils import AUGMENT_PARAMS, check_output_stride
 
 
 def default_aspp_rates(output_stride):
@@ -103,3 +103,47 @@ class SegmentationModel(keras.Model):
     @property
     def num_classes(self):
         return self._kd_config["num_classes"]
+
+    # --- augmentation on the accelerator (`augment_on="device"`) ---------------------------
+
+    def set_augmentation(self, augmentation):
+        """Applies `augmentation` (a `kd.data.SegmentationAugmentation`) to every training
+        batch that carries ``"augment_params"`` (pipelines built with ``augment_on="device"``),
+        inside the train step, on the accelerator. Pass None to detach it.
+
+        The layer is kept out of the model's tracked layers: it has no weights to save, and
+        the model's ``.keras`` file and checkpoints stay the same with or without it.
+        """
+        if augmentation is not None and not callable(augmentation):
+            raise TypeError(f"Expected a kd.data.SegmentationAugmentation or None; got "
+                            f"{augmentation!r}.")
+        object.__setattr__(self, "_kd_augmentation", augmentation)
+        self.train_function = None  # the compiled train step changes: rebuild it
+
+    @property
+    def augmentation(self):
+        return getattr(self, "_kd_augmentation", None)
+
+    def _augment_batch(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        if not (isinstance(x, dict) and AUGMENT_PARAMS in x):
+            return data
+        if self.augmentation is None:
+            raise ValueError(
+                "This batch holds full-size images with 'augment_params' (a pipeline built "
+                "with augment_on='device'), but the model has no augmentation attached; call "
+                "model.set_augmentation(kd.data.SegmentationAugmentation(crop_size, augment)) "
+                "or build the pipeline with augment_on='data'.")
+        return self.augmentation(data)
+
+    def train_step(self, *args):
+        # TF and torch call train_step(data); JAX calls train_step(state, data).
+        *state, data = args
+        return super().train_step(*state, self._augment_batch(data))
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Keras builds losses and metrics from the first batch's structure before the first
+        # train step; for an `augment_on="device"` batch, that is the images under the dict.
+        if isinstance(inputs, dict) and AUGMENT_PARAMS in inputs:
+            inputs = inputs["images"]
+        return super().__call__(inputs, *args, **kwargs)
