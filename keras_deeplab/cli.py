@@ -41,6 +41,27 @@ def parse_floats(text):
     return tuple(float(v) for v in text.split(","))
 
 
+def add_augment_arguments(p):
+    """The augmentation flags shared by ``keras-deeplab train`` and the recipes."""
+    g = p.add_argument_group("augmentation (besides --min-scale/--max-scale, random crop, flip)")
+    g.add_argument("--augment-on", default="data", choices=["data", "device"],
+                   help="augment in tf.data on the CPU, or on the accelerator in the train step")
+    g.add_argument("--scale-step", type=float, default=None, help="e.g. 0.25 (DeepLab)")
+    g.add_argument("--max-rotation", type=float, default=0.0, help="degrees")
+    g.add_argument("--brightness", type=float, default=0.0, help="fraction of 255")
+    g.add_argument("--contrast", type=float, default=0.0)
+    g.add_argument("--saturation", type=float, default=0.0)
+    g.add_argument("--hue", type=float, default=0.0, help="turns (0.5 = 180 degrees)")
+    g.add_argument("--blur-prob", type=float, default=0.0, help="Gaussian blur probability")
+
+
+def augment_from_args(args):
+    """The extra `kd.data.AugmentConfig` settings given on the command line."""
+    return {"scale_step": args.scale_step, "max_rotation": args.max_rotation,
+            "brightness": args.brightness, "contrast": args.contrast,
+            "saturation": args.saturation, "hue": args.hue, "blur_prob": args.blur_prob}
+
+
 def parse_window(text):
     """argparse type: "769" -> 769, "513x1025" -> (513, 1025), "none" -> None."""
     if text in (None, "", "none"):
@@ -73,6 +94,7 @@ def _add_train(sub):
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--min-scale", type=float, default=0.5)
     p.add_argument("--max-scale", type=float, default=2.0)
+    add_augment_arguments(p)
     p.add_argument("--loss", default="ce", choices=["ce", "ohem", "lovasz", "dice"])
     p.add_argument("--class-weighting", default=None,
                    choices=["median_frequency", "inverse_frequency", "enet"])
@@ -130,6 +152,7 @@ def cmd_train(args):
         warmup_steps=args.warmup_steps, min_scale=args.min_scale, max_scale=args.max_scale,
         loss=args.loss, class_weighting=args.class_weighting, aux_weight=args.aux_weight,
         precision=args.precision, strategy=args.strategy, sync_bn=not args.no_sync_bn,
+        augment=augment_from_args(args), augment_on=args.augment_on,
         eval_every=pick(args.eval_every, "eval_every"), eval_sliding_window=sliding,
         eval_scales=args.eval_scales, eval_flip=args.eval_flip, image_size=image_size,
         seed=args.seed, overwrite=args.overwrite, recipe="keras-deeplab " + " ".join(

@@ -11,6 +11,7 @@ if REPO not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, REPO)
 
 
+from keras_deeplab.cli import add_augment_arguments, augment_from_args  # noqa: E402
 from keras_deeplab.cli import parse_floats as floats  # noqa: E402
 from keras_deeplab.cli import parse_window as window  # noqa: E402
 
@@ -38,6 +39,7 @@ def train_parser(description, dataset, defaults):
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--min-scale", type=float, default=0.5)
     p.add_argument("--max-scale", type=float, default=2.0)
+    add_augment_arguments(p)
     p.add_argument("--loss", default="ce", choices=["ce", "ohem", "lovasz", "dice"])
     p.add_argument("--class-weighting", default=None,
                    choices=["median_frequency", "inverse_frequency", "enet"])
@@ -98,7 +100,8 @@ def train_from_args(args, dataset):
         warmup_steps=args.warmup_steps, min_scale=args.min_scale, max_scale=args.max_scale,
         loss=args.loss, class_weighting=args.class_weighting, aux_weight=args.aux_weight,
         precision=args.precision, strategy=args.strategy, sync_bn=not args.no_sync_bn,
-        eval_every=eval_every, eval_sliding_window=sliding, eval_scales=args.eval_scales,
+        augment=augment_from_args(args), augment_on=args.augment_on, eval_every=eval_every,
+        eval_sliding_window=sliding, eval_scales=args.eval_scales,
         eval_flip=args.eval_flip, seed=args.seed, overwrite=args.overwrite,
         recipe=" ".join(sys.argv), verbose=args.verbose)
     miou = summary["val_miou"]

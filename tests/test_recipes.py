@@ -65,9 +65,14 @@ def test_train_cityscapes_recipe_synthetic_two_epochs(tmp_path):
 def test_train_voc_recipe_synthetic_two_epochs(tmp_path):
     _run([os.path.join(REPO, "recipes", "train_voc.py"), "--synthetic", "--epochs", "2",
           "--data-dir", str(tmp_path / "voc"), "--runs-dir", str(tmp_path / "runs"),
-          "--run-name", "voc", "--verbose", "0"], cwd=tmp_path)
+          "--run-name", "voc", "--verbose", "0",
+          # the augmentation flags, on the accelerator path (the train step)
+          "--augment-on", "device", "--scale-step", "0.25", "--max-rotation", "10",
+          "--brightness", "0.1", "--hue", "0.05", "--blur-prob", "0.5"], cwd=tmp_path)
     manifest = _check_run(str(tmp_path / "runs" / "voc"))
     assert manifest["config"]["base_lr"] == 0.007 and manifest["config"]["dataset"] == "voc"
+    assert manifest["config"]["augment_on"] == "device"
+    assert manifest["config"]["augment"]["max_rotation"] == 10
     assert os.path.isfile(tmp_path / "voc" / "VOCdevkit" / "VOC2012" / "ImageSets" /
                           "Segmentation" / "train.txt")
 

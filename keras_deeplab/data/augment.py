@@ -20,6 +20,7 @@ import dataclasses
 import math
 
 import keras
+import numpy as np
 
 from keras_deeplab.utils import AUGMENT_PARAMS
 
@@ -305,7 +306,7 @@ def _photometric(xp, image, u, cfg):
 
 
 _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
-_YIQ_TO_RGB = ((1.0, 0.956, 0.621), (1.0, -0.272, -0.647), (1.0, -1.106, 1.703))
+_YIQ_TO_RGB = tuple(map(tuple, np.linalg.inv(np.array(_RGB_TO_YIQ)).tolist()))  # exact inverse
 
 
 def _rotate_hue(xp, image, theta):

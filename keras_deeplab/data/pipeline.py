@@ -58,24 +58,31 @@ class ArraySource:
         )
 
 
-def _params(image):
-    """One example's augmentation row: uniform numbers, then its height and width."""
+def _params(image, seed):
+    """One example's augmentation row: uniform numbers, then its height and width.
+
+    The numbers come from a stateless generator keyed by a per-example seed that
+    `tf.data.Dataset.random(rerandomize_each_iteration=True)` draws: deterministic under a
+    global seed, yet new every epoch (a stateful op in a map would repeat the same draws in
+    every epoch once `keras.utils.set_random_seed` is called).
+    """
     size = tf.cast(tf.shape(image)[:2], tf.float32)
-    return tf.concat([tf.random.uniform([NUM_RANDOM]), size], axis=0)
+    u = tf.random.stateless_uniform([NUM_RANDOM], seed=tf.stack([seed, tf.constant(0, tf.int64)]))
+    return tf.concat([u, size], axis=0)
 
 
-def _augment(example, crop, cfg):
+def _augment(example, seed, crop, cfg):
     """The tf.data path: `warp_batch` with TF ops on a batch of one."""
     images, masks = warp_batch(_TFOps(), example["images"][None],
                                example["segmentation_masks"][None],
-                               _params(example["images"])[None], crop, cfg)
+                               _params(example["images"], seed)[None], crop, cfg)
     return {"images": images[0], "segmentation_masks": masks[0]}
 
 
 def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="dict",
                   augment=None, augment_on="data", shuffle=None, shuffle_seed=None,
                   deterministic=True, repeat=False, drop_remainder=None, cache=True,
-                  prefetch=True):
+                  prefetch=True, augment_seed=None):
     """Builds the batched dataset: (cache) -> (shuffle) -> (augment) -> batch -> prefetch.
 
     Images stay uint8 until they are cropped (a quarter of the memory in the cache and no
@@ -104,6 +111,8 @@ def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="
         cache: bool. Cache decoded examples in memory. Defaults to True; turn it off for
             datasets larger than memory (Cityscapes' 2975 training pairs take ~18 GB decoded).
         prefetch: bool. Defaults to True.
+        augment_seed: int or None. Seed of the augmentation draws (new draws every epoch
+            either way). Defaults to None (from the global seed if one is set).
     """
     if output not in ("dict", "tuple"):
         raise ValueError(f"output must be 'dict' or 'tuple', got {output!r}.")
@@ -135,12 +144,15 @@ def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="
         if crop_size is None:
             raise ValueError("crop_size is required when training=True.")
         crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+        seeds = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, seeds))
         if augment_on == "data":
-            ds = ds.map(lambda ex: apply_lookup(_augment(ex, crop, cfg)),
+            ds = ds.map(lambda ex, seed: apply_lookup(_augment(ex, seed, crop, cfg)),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
             ds = ds.batch(batch_size, drop_remainder=drop)
         else:
-            ds = ds.map(lambda ex: {**apply_lookup(ex), AUGMENT_PARAMS: _params(ex["images"])},
+            ds = ds.map(lambda ex, seed: {**apply_lookup(ex),
+                                          AUGMENT_PARAMS: _params(ex["images"], seed)},
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
             ds = ds.padded_batch(batch_size, drop_remainder=drop)
     else:

@@ -59,28 +59,31 @@ def build_model(model="deeplabv3plus", num_classes=19, backbone="resnet101", out
     return _call_accepting(cls, **kwargs)
 
 
+def augment_config(min_scale=0.5, max_scale=2.0, augment=None):
+    """The `kd.data.AugmentConfig` of a run: the scale range plus any extra settings."""
+    from keras_deeplab.data import AugmentConfig
+
+    return AugmentConfig.coerce({"min_scale": min_scale, "max_scale": max_scale,
+                                 **(augment or {})})
+
+
 def load_dataset(dataset, data_dir, split, training, batch_size=8, crop_size=513,
-                 min_scale=0.5, max_scale=2.0, num_classes=None, image_size=None):
-    """A batched `(images, masks)` dataset for one split, through `keras_deeplab.data`."""
+                 min_scale=0.5, max_scale=2.0, num_classes=None, image_size=None, augment=None,
+                 augment_on="data"):
+    """A batched `(images, masks)` dataset for one split, through `keras_deeplab.data`.
+
+    ``augment`` holds extra `kd.data.AugmentConfig` settings (rotation, jitter, blur...);
+    with ``augment_on="device"`` training batches carry full-size images and augmentation
+    params for `kd.data.SegmentationAugmentation`.
+    """
     from keras_deeplab import data
 
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}; expected one of {DATASETS}.")
-    common = dict(split=split, batch_size=batch_size, training=training, output="tuple",
-                  min_scale=min_scale, max_scale=max_scale, scale_range=(min_scale, max_scale))
+    common = dict(split=split, batch_size=batch_size, training=training, output="tuple")
     if training:
-        common["crop_size"] = crop_size
-        if (min_scale, max_scale) != (0.5, 2.0):
-            # loaders that take an augmentation config rather than scale arguments
-            common["augment"] = {"min_scale": min_scale, "max_scale": max_scale}
-    loader = {"cityscapes": "cityscapes", "voc": "pascal_voc"}.get(dataset)
-    if loader is not None and not hasattr(data, loader):
-        from keras_deeplab.training import _fallback_data
-
-        return _fallback_data.make_dataset(dataset, data_dir, split, training, batch_size,
-                                           crop_size, min_scale, max_scale)
-    if dataset in ("folder", "synthetic") and not hasattr(data, dataset):
-        raise ValueError(f"keras_deeplab.data.{dataset} is not available in this installation.")
+        common.update(crop_size=crop_size, augment_on=augment_on,
+                      augment=augment_config(min_scale, max_scale, augment))
     if dataset == "cityscapes":
         return _call_accepting(data.cityscapes, data_dir, **common)
     if dataset == "voc":
@@ -146,14 +149,15 @@ def train(dataset="cityscapes", data_dir=None, run_dir="saved_models/run", model
           epochs=10, steps_per_epoch=None, base_lr=0.01, power=0.9, momentum=0.9,
           weight_decay=4e-5, warmup_steps=0, min_scale=0.5, max_scale=2.0, loss="ce",
           class_weighting=None, aux_weight=0.0, precision="float32", strategy="auto",
-          sync_bn=True, eval_every=1, eval_sliding_window=None, eval_scales=(1.0,),
+          sync_bn=True, augment=None, augment_on="data", eval_every=1, eval_sliding_window=None, eval_scales=(1.0,),
           eval_flip=False, eval_batch_size=1, max_val_batches=None, image_size=None, seed=0,
           overwrite=False, tensorboard=True, recipe=None, verbose=1):
     """Trains a model on a dataset with the DeepLab recipe; returns a summary dict.
 
     The defaults are DeepLab's Cityscapes settings: output stride 16, crop 769, batch 8, poly
     learning rate 0.01 with power 0.9, SGD momentum 0.9, weight decay 4e-5 on kernels,
-    random scale 0.5-2.0. The run directory gets checkpoints, TensorBoard logs and a
+    random scale 0.5-2.0 (``augment`` adds `kd.data.AugmentConfig` settings; ``augment_on=
+    "device"`` runs the augmentation in the train step on the accelerator). The run directory gets checkpoints, TensorBoard logs and a
     manifest (see `keras_deeplab.training.fit`); a killed run resumes when started again.
 
     Returns:
@@ -182,8 +186,12 @@ def train(dataset="cityscapes", data_dir=None, run_dir="saved_models/run", model
         raise ValueError(f"num_classes is required for dataset {dataset!r}.")
     set_precision(precision)
     strategy_obj = get_strategy(strategy)
+    if augment_on == "device" and aux_weight > 0:
+        raise ValueError("augment_on='device' does not support an auxiliary head yet "
+                         "(aux_weight > 0); use augment_on='data'.")
     train_ds = load_dataset(dataset, data_dir, train_split, True, batch_size, crop_size,
-                            min_scale, max_scale, num_classes, image_size)
+                            min_scale, max_scale, num_classes, image_size, augment=augment,
+                            augment_on=augment_on)
     val_ds = None
     if val_split:
         val_ds = load_dataset(dataset, data_dir, val_split, False, eval_batch_size, crop_size,
@@ -216,6 +224,11 @@ def train(dataset="cityscapes", data_dir=None, run_dir="saved_models/run", model
         else:
             net.compile(optimizer=optimizer, loss=seg_loss,
                         metrics=[kd_metrics.MeanIoU(num_classes)])
+        if augment_on == "device":
+            from keras_deeplab.data import SegmentationAugmentation
+
+            net.set_augmentation(SegmentationAugmentation(
+                crop_size, augment_config(min_scale, max_scale, augment)))
     class_names = class_names_for(dataset, num_classes)
     if val_ds is not None and max_val_batches:
         val_ds = val_ds.take(max_val_batches) if hasattr(val_ds, "take") else val_ds
