@@ -186,6 +186,12 @@ class _TFOps:
     def ones_like(self, x):
         return self.tf.ones_like(x)
 
+    def max(self, x):
+        return self.tf.reduce_max(x)
+
+    def cond(self, pred, true_fn, false_fn):
+        return self.tf.cond(pred, true_fn, false_fn)
+
 
 def _scale(xp, u, cfg):
     if cfg.scale_step:
@@ -335,13 +341,25 @@ def _blur(xp, image, u, cfg):
     weights = weights / xp.sum(weights, axis=1, keepdims=True)
     delta = xp.cast(taps == 0.0, "float32")[None, :]
     weights = apply[:, None] * weights + (1.0 - apply[:, None]) * delta  # (B, taps)
+
+    def blurred():
+        return _separable(xp, image, weights, radius)
+
+    # Skip the work when no example of the batch draws a blur (half the time at p=0.5 in
+    # tf.data, where a batch is one example).
+    return xp.cond(xp.max(apply) > 0.0, blurred, lambda: image)
+
+
+def _separable(xp, image, weights, radius):
     for axis in (1, 2):
-        size = xp.shape(image)[axis]
-        positions = xp.arange(size, dtype="int32")
+        size = image.shape[axis]  # the crop size: static
+        # Edge-replicate once (one gather), then sum shifted slices.
+        idx = xp.clip(xp.arange(size + 2 * radius, dtype="int32") - radius, 0, size - 1)
+        padded = xp.take(image, idx, axis=axis)
         out = 0.0
         for k in range(2 * radius + 1):
-            idx = xp.clip(positions + (k - radius), 0, size - 1)
-            out = out + xp.take(image, idx, axis=axis) * weights[:, k][:, None, None, None]
+            shifted = padded[:, k:k + size] if axis == 1 else padded[:, :, k:k + size]
+            out = out + shifted * weights[:, k][:, None, None, None]
         image = out
     return image
 
