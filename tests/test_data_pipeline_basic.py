@@ -56,3 +56,22 @@ def test_bad_arrays_are_named():
         kd.data.ArraySource(np.zeros((1, 4, 4, 1)), np.zeros((1, 4, 4)), num_classes=6)
     with pytest.raises(ValueError, match="differ in size"):
         kd.data.ArraySource(np.zeros((1, 4, 4, 3)), np.zeros((1, 5, 4)), num_classes=6)
+
+
+def test_cache_auto_estimates_the_decoded_size(tmp_path, monkeypatch):
+    from keras_deeplab.data import pipeline
+
+    images, masks = kd.data.synthetic_arrays("val", num_images=4, image_size=32)
+    source = kd.data.ArraySource(images, masks, num_classes=6)
+    assert pipeline.estimated_bytes(source) == images.nbytes + masks.nbytes
+    dirs = kd.data.write_synthetic(str(tmp_path / "s"), splits=("val",), num_images=4,
+                                   image_size=32, progress=False)
+    folder = kd.data.FolderSource(*dirs["val"], num_classes=6)
+    # uint8 RGB image + int32 mask per pixel, times 4 examples
+    assert pipeline.estimated_bytes(folder) == 4 * 32 * 32 * (3 + 4)
+    assert pipeline._resolve_cache(source, "auto") is True
+    monkeypatch.setattr(pipeline, "_physical_memory", lambda: 4 * pipeline.estimated_bytes(source) - 4)
+    assert pipeline._resolve_cache(source, "auto") is False  # more than a quarter of the RAM
+    # a path caches to files
+    ds = kd.data.make_pipeline(source, batch_size=2, cache=str(tmp_path / "cache"))
+    assert sum(1 for _ in ds) == 2 and any(p.name.startswith("cache") for p in tmp_path.iterdir())

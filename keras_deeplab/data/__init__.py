@@ -1,5 +1,6 @@
 """Datasets as `tf.data` pipelines yielding {"images", "segmentation_masks"}."""
 
+from keras_deeplab.data.augment import SegmentationAugmentation
 from keras_deeplab.data.cityscapes import (
     CityscapesSource,
     cityscapes,
@@ -9,7 +10,6 @@ from keras_deeplab.data.cityscapes_tfds import CityscapesTFDSSource, cityscapes_
 from keras_deeplab.data.distribute import distribute
 from keras_deeplab.data.folder import FolderSource, folder
 from keras_deeplab.data.pascal_voc import PascalVOCSource, pascal_voc
-from keras_deeplab.data.augment import SegmentationAugmentation
 from keras_deeplab.data.pipeline import ArraySource, AugmentConfig, make_pipeline
 from keras_deeplab.data.synthetic import (
     CLASS_NAMES,

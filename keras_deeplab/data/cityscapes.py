@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.data import pipeline as _pipeline
+from keras_deeplab.data._files import read_image_file
 
 NUM_CLASSES = 19
 # labelId -> trainId, identical to cityscapesscripts.helpers.labels (tested against it)
@@ -34,11 +35,21 @@ class CityscapesSource:
         root: str. Folder holding `leftImg8bit/` and `gtFine/`.
         split: str. `"train"`, `"val"`, `"test"` or `"train_extra"` (with coarse labels).
         annotation: str. `"fine"` (gtFine) or `"coarse"` (gtCoarse). Defaults to `"fine"`.
+        label_type: str. `"labelIds"` (the official files, mapped to trainIds here) or
+            `"labelTrainIds"` (files made by cityscapesscripts' `createTrainIdLabelImgs`, read
+            as they are). Defaults to `"labelIds"`.
     """
 
-    def __init__(self, root, split, annotation="fine"):
+    def __init__(self, root, split, annotation="fine", label_type="labelIds"):
         if annotation not in ("fine", "coarse"):
             raise ValueError(f"annotation must be 'fine' or 'coarse'; got {annotation!r}.")
+        if label_type not in ("labelIds", "labelTrainIds"):
+            raise ValueError(f"label_type must be 'labelIds' or 'labelTrainIds'; got "
+                             f"{label_type!r}.")
+        self.label_type = label_type
+        if label_type == "labelTrainIds":
+            # trainIds already: 0..18 and 255 pass, anything else is an error in _decode
+            self.mask_lookup = np.arange(256, dtype=np.int32)
         gt = "gtFine" if annotation == "fine" else "gtCoarse"
         image_root = os.path.join(root, "leftImg8bit", split)
         if not tf.io.gfile.isdir(image_root):
@@ -52,11 +63,13 @@ class CityscapesSource:
                 if not name.endswith("_leftImg8bit.png"):
                     continue
                 stem = name[: -len("_leftImg8bit.png")]
-                mask = os.path.join(root, gt, split, city, f"{stem}_{gt}_labelIds.png")
+                mask = os.path.join(root, gt, split, city, f"{stem}_{gt}_{label_type}.png")
                 if not tf.io.gfile.exists(mask):
                     raise FileNotFoundError(
                         f"Image {os.path.join(image_root, city, name)!r} has no label file "
-                        f"{mask!r}; download {gt} or remove the image.")
+                        f"{mask!r}; download {gt} or remove the image" + (
+                            " (labelTrainIds files are made by cityscapesscripts' "
+                            "createTrainIdLabelImgs)." if label_type == "labelTrainIds" else "."))
                 self.image_paths.append(os.path.join(image_root, city, name))
                 self.mask_paths.append(mask)
         if not self.image_paths:
@@ -67,12 +80,17 @@ class CityscapesSource:
         return len(self.image_paths)
 
     def _decode(self, image_path, mask_path):
-        image = tf.io.decode_png(tf.io.read_file(image_path), channels=3)
-        raw = tf.io.decode_png(tf.io.read_file(mask_path))
+        image = tf.io.decode_png(read_image_file(image_path), channels=3)
+        raw = tf.io.decode_png(read_image_file(mask_path, "label"))
         tf.debugging.assert_equal(tf.shape(raw)[-1], 1, message=tf.strings.join(
             ["expected a single-channel labelIds PNG, got colour: ", mask_path]))
         tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(raw)[:2], message=tf.strings.join(
             ["image/label size mismatch: ", image_path, " vs ", mask_path]))
+        if self.label_type == "labelTrainIds":
+            valid = (raw < NUM_CLASSES) | (raw == 255)
+            tf.debugging.assert_equal(tf.reduce_all(valid), True, message=tf.strings.join(
+                ["labelTrainIds file ", mask_path, " holds values other than 0..18 and 255; "
+                 "regenerate it with createTrainIdLabelImgs or use label_type='labelIds'"]))
         return {"images": image, "segmentation_masks": raw}
 
     # labelId -> trainId; `kd.data.make_pipeline` applies it after the crop (a 769x769 lookup
@@ -87,13 +105,14 @@ class CityscapesSource:
     def dataset(self):
         """Decoded examples with trainId masks."""
         return self.raw_dataset().map(
-            lambda ex: {"images": ex["images"],
-                        "segmentation_masks": label_ids_to_train_ids(ex["segmentation_masks"])},
+            lambda ex: {"images": ex["images"], "segmentation_masks": tf.gather(
+                tf.constant(self.mask_lookup), tf.cast(ex["segmentation_masks"], tf.int32))},
             num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def cityscapes(root, split="train", annotation="fine", batch_size=8, training=None,
-               crop_size=769, output="dict", augment=None, **pipeline_kwargs):
+               crop_size=769, output="dict", augment=None, label_type="labelIds",
+               **pipeline_kwargs):
     """Cityscapes dataset (19 trainId classes, 255 ignored).
 
     Args:
@@ -105,6 +124,7 @@ def cityscapes(root, split="train", annotation="fine", batch_size=8, training=No
         crop_size: int or (h, w). Training crop. Defaults to 769.
         output: str. `"dict"` or `"tuple"`.
         augment: `kd.data.AugmentConfig`, dict or None.
+        label_type: str. `"labelIds"` or `"labelTrainIds"` (see `CityscapesSource`).
         **pipeline_kwargs: passed to `kd.data.make_pipeline`.
 
     Example:
@@ -114,7 +134,7 @@ def cityscapes(root, split="train", annotation="fine", batch_size=8, training=No
     ```
     """
     training = split == "train" if training is None else training
-    return _pipeline.make_pipeline(CityscapesSource(root, split, annotation),
+    return _pipeline.make_pipeline(CityscapesSource(root, split, annotation, label_type),
                                    batch_size=batch_size, training=training,
                                    crop_size=crop_size, output=output, augment=augment,
                                    **pipeline_kwargs)

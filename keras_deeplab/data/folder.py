@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.data import pipeline as _pipeline
+from keras_deeplab.data._files import read_image_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_EXTENSIONS = (".png", ".bmp")
@@ -74,9 +75,9 @@ class FolderSource:
         return len(self.image_paths)
 
     def _decode(self, image_path, mask_path):
-        image = tf.io.decode_image(tf.io.read_file(image_path), channels=3,
+        image = tf.io.decode_image(read_image_file(image_path), channels=3,
                                    expand_animations=False)
-        raw = tf.io.decode_image(tf.io.read_file(mask_path), expand_animations=False,
+        raw = tf.io.decode_image(read_image_file(mask_path, "mask"), expand_animations=False,
                                  dtype=tf.uint8)
         tf.debugging.assert_equal(
             tf.shape(raw)[-1], 1,

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.data import pipeline as _pipeline
+from keras_deeplab.data._files import read_image_file
 
 NUM_CLASSES = 21
 
@@ -56,9 +57,13 @@ def _read_mask_file(path):
         return np.asarray(seg, np.uint8)
     from PIL import Image
 
-    with tf.io.gfile.GFile(path, "rb") as f:
-        mask = Image.open(f)
-        mask.load()
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            mask = Image.open(f)
+            mask.load()
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"{path}: cannot read this mask ({exc}); the file is corrupt or "
+                         "truncated: re-extract or re-download it.") from exc
     if mask.mode not in ("P", "L"):
         raise ValueError(f"{path}: mask mode {mask.mode} is not palette/index; VOC masks must be "
                          "palette PNGs of class indices, not RGB.")
@@ -106,7 +111,7 @@ class PascalVOCSource:
         return len(self.image_paths)
 
     def _decode(self, image_path, mask_path):
-        image = tf.io.decode_jpeg(tf.io.read_file(image_path), channels=3,
+        image = tf.io.decode_jpeg(read_image_file(image_path), channels=3,
                                   dct_method="INTEGER_ACCURATE")
         mask = tf.numpy_function(_read_mask_file, [mask_path], tf.uint8, stateful=False)
         mask.set_shape([None, None])
