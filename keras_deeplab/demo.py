@@ -195,7 +195,7 @@ def main(argv=None):
             )
             history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
         else:
-            model.fit(train_ds, epochs=epochs, verbose=2)
+            model.fit(train_ds, epochs=epochs, verbose=2, shuffle=False)  # tf.data shuffles
         train_seconds = time.time() - t0
         ev = kd.training.evaluate(model, test_ds, num_classes=num_classes, class_names=class_names,
                                   progress=False)
