@@ -283,3 +283,17 @@ def test_layer_config_round_trip():
     # without params it draws its own, at the full image size
     out_i, out_m = clone((np.zeros((2, 50, 40, 3), "uint8"), np.ones((2, 50, 40, 1), "int32")))
     assert out_i.shape == (2, 65, 33, 3) and set(np.unique(np.asarray(out_m))) <= {1, 255}
+
+
+def test_device_augmentation_with_aux_head_targets():
+    ds = kd.data.synthetic("train", num_images=8, image_size=48, batch_size=4, crop_size=40,
+                           output="tuple", augment_on="device")
+    model = kd.models.from_preset("deeplabv3plus_tiny", num_classes=6, aux_head=True)
+    loss, weights = kd.training.aux_loss(kd.losses.CrossEntropy(), aux_weight=0.4)
+    model.compile(optimizer="adam", loss=loss, loss_weights=weights)
+    model.set_augmentation(kd.data.SegmentationAugmentation(40))
+    x, y = next(iter(kd.training.with_aux_targets(ds)))
+    _, cropped = model.augmentation((x, y))
+    assert set(cropped) == {"logits", "aux_logits"} and cropped["logits"].shape == (4, 40, 40, 1)
+    losses = model.fit(kd.training.with_aux_targets(ds), epochs=1, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses))

@@ -185,3 +185,56 @@ def test_mixed_precision_keeps_logits_and_loss_float32(precision):
         kd.training.set_precision(previous)
     with pytest.raises(ValueError, match="Unknown precision"):
         kd.training.set_precision("float8")
+
+
+DEVICE_AUGMENT_SCRIPT = r"""
+import json
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import keras_deeplab as kd
+
+AUGMENT = {"max_rotation": 10, "brightness": 0.2, "saturation": 0.3, "blur_prob": 0.5}
+
+
+def train(strategy, augment_on):
+    keras.utils.set_random_seed(3)
+    ds = kd.data.synthetic("train", num_images=16, image_size=32, batch_size=8, crop_size=24,
+                           output="tuple", augment_on=augment_on, augment_seed=5,
+                           augment=AUGMENT)
+    with strategy.scope():
+        model = kd.models.PixelClassifier(num_classes=6)
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss=kd.losses.CrossEntropy())
+        if augment_on == "device":
+            model.set_augmentation(kd.data.SegmentationAugmentation(24, AUGMENT))
+    hist = model.fit(ds, epochs=2, verbose=0, shuffle=False)
+    return hist.history["loss"], model.get_weights()
+
+
+def diff(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+out = {"replicas": mirrored.num_replicas_in_sync}
+for name, strategy in (("single", tf.distribute.get_strategy()), ("mirrored", mirrored)):
+    loss_data, w_data = train(strategy, "data")
+    loss_device, w_device = train(strategy, "device")
+    out[name] = {"loss_data": loss_data, "loss_device": loss_device,
+                 "diff": diff(w_data, w_device)}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.large
+def test_device_augmentation_trains_like_tf_data_augmentation():
+    # The same seeds give the same random numbers to both paths, and the crops are a pure
+    # function of them: augmenting in the train step (each replica its half of the batch)
+    # trains exactly like augmenting in tf.data, on one device and on 2 replicas.
+    res = run_python(DEVICE_AUGMENT_SCRIPT, timeout=400)
+    assert res["replicas"] == 2
+    for name in ("single", "mirrored"):
+        np.testing.assert_allclose(res[name]["loss_device"], res[name]["loss_data"], rtol=1e-5)
+        assert res[name]["diff"] < 1e-5, res

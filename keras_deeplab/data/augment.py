@@ -415,9 +415,16 @@ class SegmentationAugmentation(keras.layers.Layer):
         kind, images, masks, params = _unpack(data)
         if params is None:
             params = self.random_params(images)
+        # Auxiliary-head targets ({"logits": m, "aux_logits": m}, from
+        # `kd.training.with_aux_targets`) are one mask under several keys: crop it once.
+        targets = masks if isinstance(masks, dict) else None
+        if targets is not None:
+            masks = targets["logits"] if "logits" in targets else next(iter(targets.values()))
         images, masks = warp_batch(keras.ops, images, masks,
                                    keras.ops.cast(params, "float32"), self.crop_size,
                                    self.augment)
+        if targets is not None:
+            masks = {key: masks for key in targets}
         if kind == "dict":
             return {"images": images, "segmentation_masks": masks}
         return images, masks
@@ -427,6 +434,8 @@ class SegmentationAugmentation(keras.layers.Layer):
         b = images.shape[0]
         out_i = keras.KerasTensor((b, *self.crop_size, 3), "float32")
         out_m = keras.KerasTensor((b, *self.crop_size, 1), "int32")
+        if isinstance(masks, dict):
+            out_m = {key: out_m for key in masks}
         if kind == "dict":
             return {"images": out_i, "segmentation_masks": out_m}
         return out_i, out_m

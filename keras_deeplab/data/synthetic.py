@@ -225,7 +225,7 @@ def synthetic_arrays(split="train", num_images=None, image_size=128, num_classes
 def synthetic(split="train", num_images=None, image_size=128, num_classes=6, seed=0,
               batch_size=8, training=None, crop_size=None, output="dict", augment=None,
               augment_on="data", shuffle=None, shuffle_seed=None, deterministic=True,
-              repeat=False, drop_remainder=None, cache=True, prefetch=True):
+              repeat=False, drop_remainder=None, cache=True, prefetch=True, augment_seed=None):
     """The synthetic dataset as a batched `tf.data.Dataset`.
 
     Yields `{"images": float32 (B, S, S, 3) in [0, 255], "segmentation_masks": int32
@@ -246,8 +246,8 @@ def synthetic(split="train", num_images=None, image_size=128, num_classes=6, see
             taken from `crop_size`). Defaults to the DeepLab recipe.
         augment_on: str. `"data"` (in `tf.data` on the CPU) or `"device"` (the dataset yields
             un-augmented batches; see `kd.data.make_pipeline`).
-        shuffle, shuffle_seed, deterministic, repeat, drop_remainder, cache, prefetch: see
-            `kd.data.make_pipeline`.
+        shuffle, shuffle_seed, deterministic, repeat, drop_remainder, cache, prefetch,
+            augment_seed: see `kd.data.make_pipeline`.
 
     Example:
 
@@ -266,7 +266,7 @@ def synthetic(split="train", num_images=None, image_size=128, num_classes=6, see
         output=output, augment=augment, augment_on=augment_on, shuffle=shuffle,
         shuffle_seed=seed if shuffle_seed is None else shuffle_seed,
         deterministic=deterministic, repeat=repeat, drop_remainder=drop_remainder, cache=cache,
-        prefetch=prefetch)
+        prefetch=prefetch, augment_seed=augment_seed)
 
 
 def write_synthetic(root, splits=("train", "val"), num_images=None, image_size=128,

@@ -186,9 +186,6 @@ def train(dataset="cityscapes", data_dir=None, run_dir="saved_models/run", model
         raise ValueError(f"num_classes is required for dataset {dataset!r}.")
     set_precision(precision)
     strategy_obj = get_strategy(strategy)
-    if augment_on == "device" and aux_weight > 0:
-        raise ValueError("augment_on='device' does not support an auxiliary head yet "
-                         "(aux_weight > 0); use augment_on='data'.")
     train_ds = load_dataset(dataset, data_dir, train_split, True, batch_size, crop_size,
                             min_scale, max_scale, num_classes, image_size, augment=augment,
                             augment_on=augment_on)
