@@ -19,14 +19,16 @@ def read_image_file(path, what="image"):
     data = tf.io.read_file(path)
     known = tf.reduce_any(tf.stack([tf.strings.substr(data, 0, len(sig)) == sig
                                     for sig in _SIGNATURES]))
-    tf.debugging.assert_equal(known, True, message=tf.strings.join([
+    checks = [tf.debugging.assert_equal(known, True, message=tf.strings.join([
         f"{what} file ", path, " is empty or not a PNG/JPEG/BMP/GIF image (corrupt or "
-        "mislabelled); re-extract or re-download it, or remove it from the dataset"]))
+        "mislabelled); re-extract or re-download it, or remove it from the dataset"]))]
     is_png = tf.strings.substr(data, 0, len(_PNG)) == _PNG
     length = tf.strings.length(data)
     tail = tf.strings.substr(data, tf.maximum(length - len(_PNG_END), 0), len(_PNG_END))
     complete = tf.logical_or(tf.logical_not(is_png), tail == _PNG_END)
-    tf.debugging.assert_equal(complete, True, message=tf.strings.join([
+    checks.append(tf.debugging.assert_equal(complete, True, message=tf.strings.join([
         f"{what} file ", path, " is a truncated PNG (no IEND chunk at its end); re-extract or "
-        "re-download it, or remove it from the dataset"]))
-    return data
+        "re-download it, or remove it from the dataset"])))
+    # The decoder must wait for the checks: otherwise its own (nameless) error can win the race.
+    with tf.control_dependencies([c for c in checks if c is not None]):
+        return tf.identity(data)
