@@ -22,9 +22,9 @@ import math
 import keras
 import numpy as np
 
+from keras_deeplab.np_metrics import IGNORE_LABEL
 from keras_deeplab.utils import AUGMENT_PARAMS
 
-IGNORE_LABEL = 255
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
 
 # Columns of the per-example random row `u` (uniform in [0, 1)).
@@ -201,6 +201,12 @@ def _scale(xp, u, cfg):
     return cfg.min_scale + u * (cfg.max_scale - cfg.min_scale)
 
 
+def _offset(xp, u, scaled, crop):
+    """Integer crop offset, uniform over every position of the (padded) rescaled side."""
+    room = xp.maximum(scaled - crop, 0.0)
+    return xp.minimum(xp.floor(u * (room + 1.0)), room)
+
+
 def _col(x):  # (B,) -> (B, 1, 1)
     return x[:, None, None]
 
@@ -228,11 +234,8 @@ def warp_batch(xp, images, masks, params, crop, cfg):
     scale = _scale(xp, u[_SCALE], cfg)
     scaled_h = xp.maximum(xp.round(src_h * scale), 1.0)
     scaled_w = xp.maximum(xp.round(src_w * scale), 1.0)
-    # Integer crop offsets, uniform over every position of the (padded) rescaled image.
-    off_y = xp.minimum(xp.floor(u[_OFFSET_Y] * (xp.maximum(scaled_h - ch, 0.0) + 1.0)),
-                       xp.maximum(scaled_h - ch, 0.0))
-    off_x = xp.minimum(xp.floor(u[_OFFSET_X] * (xp.maximum(scaled_w - cw, 0.0) + 1.0)),
-                       xp.maximum(scaled_w - cw, 0.0))
+    off_y = _offset(xp, u[_OFFSET_Y], scaled_h, ch)
+    off_x = _offset(xp, u[_OFFSET_X], scaled_w, cw)
 
     rows = xp.arange(ch, dtype="float32")[None, :, None]
     cols = xp.arange(cw, dtype="float32")[None, None, :]
@@ -311,24 +314,19 @@ def _photometric(xp, image, u, cfg):
     return xp.clip(image, 0.0, 255.0)
 
 
-_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
-_YIQ_TO_RGB = tuple(map(tuple, np.linalg.inv(np.array(_RGB_TO_YIQ)).tolist()))  # exact inverse
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                        [0.211, -0.523, 0.312]])
+# matmul(image, M.T) applies M to every pixel's RGB vector; the inverse is exact.
+_RGB_TO_YIQ_T = _RGB_TO_YIQ.T.tolist()
+_YIQ_TO_RGB_T = np.linalg.inv(_RGB_TO_YIQ).T.tolist()
 
 
 def _rotate_hue(xp, image, theta):
-    to_yiq = xp.convert_to_tensor(_RGB_TO_YIQ, dtype="float32")
-    to_rgb = xp.convert_to_tensor(_YIQ_TO_RGB, dtype="float32")
-    # matmul(image, M^T) applies M to every pixel's RGB vector.
-    yiq = xp.matmul(image, _transpose3(xp, to_yiq))
-    y, i, q = yiq[..., 0:1], yiq[..., 1:2], yiq[..., 2:3]
-    c, s = xp.cos(theta)[:, None, None, None], xp.sin(theta)[:, None, None, None]
-    i, q = c * i - s * q, s * i + c * q
-    stacked = xp.stack([y[..., 0], i[..., 0], q[..., 0]], axis=-1)
-    return xp.matmul(stacked, _transpose3(xp, to_rgb))
-
-
-def _transpose3(xp, m):
-    return xp.stack([m[:, 0], m[:, 1], m[:, 2]], axis=0)
+    yiq = xp.matmul(image, xp.convert_to_tensor(_RGB_TO_YIQ_T, dtype="float32"))
+    y, i, q = yiq[..., 0], yiq[..., 1], yiq[..., 2]
+    c, s = xp.cos(theta)[:, None, None], xp.sin(theta)[:, None, None]
+    rotated = xp.stack([y, c * i - s * q, s * i + c * q], axis=-1)
+    return xp.matmul(rotated, xp.convert_to_tensor(_YIQ_TO_RGB_T, dtype="float32"))
 
 
 def _blur(xp, image, u, cfg):

@@ -104,10 +104,8 @@ class CityscapesSource:
 
     def dataset(self):
         """Decoded examples with trainId masks."""
-        return self.raw_dataset().map(
-            lambda ex: {"images": ex["images"], "segmentation_masks": tf.gather(
-                tf.constant(self.mask_lookup), tf.cast(ex["segmentation_masks"], tf.int32))},
-            num_parallel_calls=tf.data.AUTOTUNE)
+        return self.raw_dataset().map(lambda ex: _pipeline.lookup_masks(ex, self.mask_lookup),
+                                      num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def cityscapes(root, split="train", annotation="fine", batch_size=8, training=None,

@@ -7,7 +7,7 @@ in `manual_dir`. TFDS stores labelIds; they are mapped to the 19 trainIds in the
 import tensorflow as tf
 
 from keras_deeplab.data import pipeline as _pipeline
-from keras_deeplab.data.cityscapes import NUM_CLASSES, label_ids_to_train_ids
+from keras_deeplab.data.cityscapes import LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
 
 
 class CityscapesTFDSSource:
@@ -40,12 +40,21 @@ class CityscapesTFDSSource:
             self._length = cardinality if cardinality >= 0 else sum(1 for _ in self._ds)
         return self._length
 
-    def dataset(self):
+    # labelId -> trainId, applied after the crop by `kd.data.make_pipeline`.
+    mask_lookup = LABEL_ID_TO_TRAIN_ID
+
+    def raw_dataset(self):
+        """Examples with the masks still in labelIds."""
         def convert(ex):
             return {"images": tf.cast(ex["image_left"], tf.uint8),
-                    "segmentation_masks": label_ids_to_train_ids(ex["segmentation_label"])}
+                    "segmentation_masks": ex["segmentation_label"]}
 
         return self._ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def dataset(self):
+        """Examples with trainId masks."""
+        return self.raw_dataset().map(lambda ex: _pipeline.lookup_masks(ex, self.mask_lookup),
+                                      num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def cityscapes_tfds(split="train", manual_dir=None, data_dir=None, batch_size=8, training=None,

@@ -88,24 +88,45 @@ def _physical_memory():
         return None
 
 
-def estimated_bytes(source):
-    """Decoded size of a source: exact for arrays, else the first example times its length."""
+def lookup_masks(example, table):
+    """``example`` with its masks mapped through ``table`` (raw value -> class id)."""
+    masks = tf.gather(tf.constant(np.asarray(table, np.int32)),
+                      tf.cast(example["segmentation_masks"], tf.int32))
+    return {**example, "segmentation_masks": masks}
+
+
+def _examples_and_lookup(source):
+    """The source's decoded examples and the mask lookup still to apply (or None).
+
+    A source may hand over raw masks (``raw_dataset()``) plus a value -> class table
+    (``mask_lookup``): the pipeline applies it after the crop, on far fewer pixels.
+    """
+    lookup = getattr(source, "mask_lookup", None) if hasattr(source, "raw_dataset") else None
+    return (source.dataset(), None) if lookup is None else (source.raw_dataset(), lookup)
+
+
+def estimated_bytes(source, examples=None):
+    """Decoded size of a source: exact for arrays, else the first example times its length.
+
+    ``examples`` is the source's decoded dataset when the caller already built it.
+    """
     if isinstance(source, ArraySource):
         return int(source.images.nbytes + source.masks.nbytes)
-    ds = source.raw_dataset() if hasattr(source, "raw_dataset") else source.dataset()
-    first = next(iter(ds.take(1)), None)
+    if examples is None:
+        examples, _ = _examples_and_lookup(source)
+    first = next(iter(examples.take(1)), None)
     if first is None:
         return 0
     per_example = sum(int(np.prod(t.shape)) * t.dtype.size for t in first.values())
     return per_example * len(source)
 
 
-def _resolve_cache(source, cache):
+def _resolve_cache(source, cache, examples=None):
     """True, False or a file path, from ``cache`` (``"auto"`` caches below 1/4 of the RAM)."""
     if cache != "auto":
         return cache
     memory = _physical_memory()
-    return memory is not None and estimated_bytes(source) <= memory // 4
+    return memory is not None and estimated_bytes(source, examples) <= memory // 4
 
 
 def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="dict",
@@ -130,8 +151,8 @@ def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="
             the batch) plus an ``"augment_params"`` row per example (the random numbers, drawn
             here); a ``kd.data.SegmentationAugmentation`` turns them into crops on the
             accelerator, with the same distribution as "data". Attach it to a kd model with
-            ``model.set_augmentation(...)`` (or pass ``augment_on="device"`` to
-            ``kd.training.fit``). The tuple form is ``({"images", "augment_params"}, masks)``.
+            ``model.set_augmentation(...)`` (``kd.training.experiment.train`` and the
+            recipes do it for ``augment_on="device"``). The tuple form is ``({"images", "augment_params"}, masks)``.
         shuffle: bool or None (defaults to ``training``).
         shuffle_seed: int or None.
         deterministic: bool. Keep element order with parallel maps. Defaults to True.
@@ -151,21 +172,15 @@ def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="
     if augment_on not in ("data", "device"):
         raise ValueError(f"augment_on must be 'data' or 'device', got {augment_on!r}.")
     cfg = AugmentConfig.coerce(augment)
-    # A source may hand over raw masks plus a value -> class lookup, applied after the crop.
-    lookup = getattr(source, "mask_lookup", None) if hasattr(source, "raw_dataset") else None
-    ds = source.raw_dataset() if lookup is not None else source.dataset()
-    cache = _resolve_cache(source, cache)
-    if lookup is not None:
-        table = tf.constant(np.asarray(lookup, np.int32))
-        if cfg.ignore_label < len(lookup) and int(lookup[cfg.ignore_label]) != cfg.ignore_label:
-            raise ValueError("The source's mask lookup must map the ignore label to itself.")
+    ds, lookup = _examples_and_lookup(source)
+    if lookup is not None and cfg.ignore_label < len(lookup) and \
+            int(lookup[cfg.ignore_label]) != cfg.ignore_label:
+        raise ValueError("The source's mask lookup must map the ignore label to itself.")
 
-        def apply_lookup(ex):
-            masks = tf.gather(table, tf.cast(ex["segmentation_masks"], tf.int32))
-            return {**ex, "segmentation_masks": masks}
-    else:
-        def apply_lookup(ex):
-            return ex
+    def apply_lookup(ex):
+        return ex if lookup is None else lookup_masks(ex, lookup)
+
+    cache = _resolve_cache(source, cache, ds)
     if isinstance(cache, str):
         ds = ds.cache(cache)
     elif cache:
