@@ -1,6 +1,6 @@
 """keras_deeplab: DeepLab v2 / v3 / v3+ semantic segmentation for Keras 3."""
 
-__version__ = "0.1.0"
+from keras_deeplab.version import __version__  # noqa: F401
 
 from keras_deeplab import (  # noqa: E402,F401  # noqa: E402,F401
     backbones,

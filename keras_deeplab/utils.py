@@ -1,10 +1,17 @@
-"""Small shared helpers (registration, argument checks)."""
+"""Small shared helpers: registration, argument checks, the ignore label, NumPy resizing.
+
+This module imports nothing from the rest of the package, so every subpackage may use it.
+"""
 
 import keras
+import numpy as np
 
 #: Decorator used once on every public class so that ``.keras`` files reload it.
 register = keras.saving.register_keras_serializable(package="keras_deeplab")
 
+#: The label of pixels that count for nothing (void, padding, "don't care" borders), as in
+#: DeepLab, Cityscapes (trainIds) and PASCAL VOC. The one definition in the package.
+IGNORE_LABEL = 255
 
 # The key under which `augment_on="device"` batches carry their augmentation random numbers.
 AUGMENT_PARAMS = "augment_params"
@@ -12,8 +19,8 @@ AUGMENT_PARAMS = "augment_params"
 
 def as_pair(value, name):
     """Returns ``value`` as a tuple of two ints (accepts an int or a pair)."""
-    if isinstance(value, int):
-        return (value, value)
+    if isinstance(value, (int, np.integer)):
+        return (int(value), int(value))
     value = tuple(int(v) for v in value)
     if len(value) != 2:
         raise ValueError(f"`{name}` must be an int or a pair of ints, got {value!r}.")
@@ -27,3 +34,50 @@ def check_output_stride(output_stride, allowed=(8, 16, 32)):
             "DeepLab uses 16 for training and 8 for the most accurate evaluation."
         )
     return int(output_stride)
+
+
+def _resize_np(x, size, interpolation):
+    x = np.asarray(x)
+    size = as_pair(size, "size")
+    batched = x.ndim == 4
+    if x.ndim not in (3, 4):
+        raise ValueError(f"Expected (H, W, C) or (B, H, W, C), got shape {x.shape}.")
+    if tuple(x.shape[-3:-1]) == size:
+        return x
+    out = keras.ops.image.resize(
+        x if batched else x[None], size, interpolation=interpolation, antialias=False,
+        data_format="channels_last")
+    out = np.asarray(keras.ops.convert_to_numpy(out))
+    return out if batched else out[0]
+
+
+def resize_bilinear(x, size):
+    """Bilinear resize of NumPy images or score maps (the package's one NumPy resizer).
+
+    Half-pixel centres and no antialiasing, as `keras_deeplab.layers.ResizeLike` and
+    ``tf.image.resize(method="bilinear")``, on every Keras backend.
+
+    Args:
+        x: float array (H, W, C) or (B, H, W, C).
+        size: int or (height, width) in pixels.
+
+    Returns:
+        float32 array of the same rank at ``size`` (``x`` itself, as float32, if the size
+        already matches).
+    """
+    return _resize_np(np.asarray(x, np.float32), size, "bilinear").astype(np.float32, copy=False)
+
+
+def resize_nearest(labels, size):
+    """Nearest-neighbour resize of integer label maps (never interpolates a class id).
+
+    Args:
+        labels: integer array (H, W) or (B, H, W), values in [0, 255] or any int32.
+        size: int or (height, width) in pixels.
+
+    Returns:
+        int32 array (…, height, width) with values taken from ``labels``.
+    """
+    labels = np.asarray(labels)
+    out = _resize_np(labels.astype(np.float32)[..., None], size, "nearest")[..., 0]
+    return np.rint(out).astype(np.int32)
