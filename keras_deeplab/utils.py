@@ -81,3 +81,43 @@ def resize_nearest(labels, size):
     labels = np.asarray(labels)
     out = _resize_np(labels.astype(np.float32)[..., None], size, "nearest")[..., 0]
     return np.rint(out).astype(np.int32)
+
+
+def main_logits(y_pred):
+    """Picks the main logits out of a model output (tensor or ``{"logits", ...}`` dict)."""
+    if isinstance(y_pred, dict):
+        if "logits" not in y_pred:
+            raise ValueError(
+                "Model output is a dict without a 'logits' key "
+                f"(keys: {sorted(y_pred)}). keras_deeplab models return "
+                "{'logits', 'aux_logits'} when built with aux_head=True."
+            )
+        return y_pred["logits"]
+    if isinstance(y_pred, (list, tuple)):
+        return y_pred[0]
+    return y_pred
+
+
+def model_num_classes(model) -> int:
+    """Number of output channels of a segmentation model's (main) logits."""
+    num = getattr(model, "num_classes", None)
+    if num is not None:
+        return int(num)
+    out = None
+    for attr in ("output", "outputs"):
+        try:
+            out = getattr(model, attr)
+        except (AttributeError, ValueError):
+            continue
+        if isinstance(out, (list, tuple)) and len(out) == 1:
+            out = out[0]
+        if out is not None:
+            break
+    if out is not None:
+        out = main_logits(out)
+        if out.shape[-1] is not None:
+            return int(out.shape[-1])
+    raise ValueError(
+        "Cannot infer the number of classes of the model: it has no static output channels and "
+        "no `num_classes` attribute. Pass num_classes explicitly."
+    )
