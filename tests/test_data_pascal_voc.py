@@ -47,7 +47,8 @@ def test_palette_masks_read_as_indices(tmp_path):
 
 
 def test_train_aug_list_and_mat_masks(tmp_path):
-    scipy_io = pytest.importorskip("scipy.io")
+    import scipy.io as scipy_io  # a dev extra (SBD .mat masks): missing must fail, not skip
+
     root, data = _voc(tmp_path)
     sbd = tmp_path / "SBD"
     (sbd / "cls").mkdir(parents=True)
