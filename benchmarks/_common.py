@@ -50,12 +50,40 @@ def conv_ceiling_gflops(dtype="float32", seconds=2.0):
     return 2 * 65 * 65 * 9 * 512 * 512 / sec / 1e9
 
 
+# The instruction-set flags that decide which kernels TF/oneDNN/XNNPACK can use.
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+              "amx_tile", "amx_bf16", "amx_int8", "avx_vnni", "asimd", "asimddp", "sve")
+
+
+def cpu():
+    """{"model", "simd_flags"} from /proc/cpuinfo (Linux); the machine name elsewhere.
+
+    CPUs differ from machine to machine, so every result file records the flags that
+    produced it (RESULTS.md quotes them with each table).
+    """
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("", platform.machine()):
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "simd_flags": [f for f in SIMD_FLAGS if f in flags]}
+
+
 def machine():
     import keras
     import tensorflow as tf
 
+    info = cpu()
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": info["model"],
+        "cpu_simd_flags": info["simd_flags"],
         "cores": os.cpu_count(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,

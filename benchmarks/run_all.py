@@ -15,6 +15,12 @@ SCRIPTS = ["bench_inference.py", "bench_training.py", "bench_pipeline.py", "benc
 
 def main():
     extra = sys.argv[1:]
+    sys.path.insert(0, HERE)
+    from _common import cpu
+
+    info = cpu()
+    print(f"== CPU: {info['model']}, {os.cpu_count()} cores, SIMD flags: "
+          f"{' '.join(info['simd_flags']) or 'none found'}", flush=True)
     failed = []
     for script in SCRIPTS:
         path = os.path.join(HERE, script)
