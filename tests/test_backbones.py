@@ -37,7 +37,8 @@ def test_resnet50_features_equal_keras_applications(tmp_path, rng):
     x = rng.uniform(0, 255, size=(1, 64, 64, 3)).astype("float32")
     feats = ours(x)
     pre = keras.applications.resnet.preprocess_input(x.copy())
-    for key, layer_name in [("res2", "conv2_block3_out"), ("res4", "conv4_block6_out"), ("res5", "conv5_block3_out")]:
+    for key, layer_name in [("C2", "conv2_block3_out"), ("C3", "conv3_block4_out"),
+                            ("C4", "conv4_block6_out"), ("C5", "conv5_block3_out")]:
         tap = keras.Model(ref.input, ref.get_layer(layer_name).output)
         np.testing.assert_allclose(feats[key], tap(pre), atol=1e-5, rtol=1e-5)
 
@@ -46,8 +47,12 @@ def test_vgg16_features_equal_keras_applications(tmp_path, rng):
     ref, path = _save_app_weights(tmp_path, keras.applications.VGG16)
     ours = kd.backbones.get_backbone("vgg16", output_stride=32, weights=path)
     x = rng.uniform(0, 255, size=(1, 64, 64, 3)).astype("float32")
-    expected = ref(keras.applications.vgg16.preprocess_input(x.copy()))
-    np.testing.assert_allclose(ours(x)["pool5"], expected, atol=1e-4, rtol=1e-5)
+    pre = keras.applications.vgg16.preprocess_input(x.copy())
+    feats = ours(x)
+    for key, layer_name in [("C2", "block2_pool"), ("C3", "block3_pool"), ("C4", "block4_pool")]:
+        tap = keras.Model(ref.input, ref.get_layer(layer_name).output)
+        np.testing.assert_allclose(feats[key], tap(pre), atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(feats["C5"], ref(pre), atol=1e-4, rtol=1e-5)
     assert _trainable_count(ours) == _trainable_count(ref)
 
 
@@ -55,9 +60,12 @@ def test_mobilenetv2_features_equal_keras_applications(tmp_path, rng):
     ref, path = _save_app_weights(tmp_path, keras.applications.MobileNetV2)
     ours = kd.backbones.get_backbone("mobilenetv2", output_stride=32, weights=path)
     x = rng.uniform(0, 255, size=(1, 64, 64, 3)).astype("float32")
-    tap = keras.Model(ref.input, ref.get_layer("block_16_project_BN").output)
-    expected = tap(keras.applications.mobilenet_v2.preprocess_input(x.copy()))
-    np.testing.assert_allclose(ours(x)["block_16"], expected, atol=1e-4, rtol=1e-4)
+    pre = keras.applications.mobilenet_v2.preprocess_input(x.copy())
+    feats = ours(x)
+    for key, layer_name in [("C2", "block_2_add"), ("C3", "block_5_add"), ("C4", "block_12_add"),
+                            ("C5", "block_16_project_BN")]:
+        tap = keras.Model(ref.input, ref.get_layer(layer_name).output)
+        np.testing.assert_allclose(feats[key], tap(pre), atol=1e-4, rtol=1e-4)
     # Everything but the classifier's 1x1 Conv_1 (+ its BN) is in the backbone.
     conv1 = sum(np.prod(w.shape) for n in ("Conv_1", "Conv_1_bn") for w in ref.get_layer(n).trainable_weights)
     assert _trainable_count(ours) == _trainable_count(ref) - conv1
@@ -124,10 +132,16 @@ def test_feature_shapes_at_output_strides(os, size, rng):
         MobileNetV2Backbone(alpha=0.35, output_stride=os),
     ):
         feats = backbone(x)
-        high = feats[backbone.high_level_feature]
+        assert sorted(feats) == ["C2", "C3", "C4", "C5"]
+        high = feats["C5"]
         assert tuple(high.shape[1:3]) == (-(-size[0] // os), -(-size[1] // os))
-        low = feats[backbone.low_level_feature]
+        low = feats["C2"]
         assert tuple(low.shape[1:3]) == (-(-size[0] // 4), -(-size[1] // 4))
+        # feature_strides states the measured size ratio of every key ("same" padding rounds up)
+        nominal = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
+        assert backbone.feature_strides == {k: min(v, os) for k, v in nominal.items()}
+        for key, stride in backbone.feature_strides.items():
+            assert tuple(feats[key].shape[1:3]) == (-(-size[0] // stride), -(-size[1] // stride))
 
 
 def test_custom_stage_blocks_resnet156():

@@ -263,17 +263,18 @@ def test_fit_with_augmentation_on_device():
     assert x["augment_params"].shape == (4, A.NUM_PARAMS) and y.shape == (4, 48, 48, 1)
     model = kd.models.PixelClassifier(num_classes=6)
     model.compile(optimizer="adam", loss=kd.losses.CrossEntropy())
-    with pytest.raises(ValueError, match="set_augmentation"):
+    with pytest.raises(ValueError, match="DeviceAugmentedModel"):  # not silently un-augmented
         model.fit(ds, epochs=1, verbose=0)
     weights_before = [w.path for w in model.weights]
-    model.set_augmentation(kd.data.SegmentationAugmentation(40))
-    losses = model.fit(ds, epochs=2, verbose=0).history["loss"]
+    trainer = kd.training.DeviceAugmentedModel(model, kd.data.SegmentationAugmentation(40))
+    trainer.compile(optimizer="adam", loss=kd.losses.CrossEntropy())
+    losses = trainer.fit(ds, epochs=2, verbose=0).history["loss"]
     assert np.all(np.isfinite(losses))
     assert [w.path for w in model.weights] == weights_before  # nothing extra to save
-    # evaluation and prediction take plain images
-    assert model.predict(np.zeros((1, 48, 48, 3), "float32"), verbose=0).shape == (1, 48, 48, 6)
-    model.set_augmentation(None)
-    assert model.augmentation is None
+    assert trainer.trainable_weights == model.trainable_weights
+    # evaluation and prediction take plain images, and give the wrapped model's output
+    x = np.random.default_rng(0).uniform(0, 255, (1, 48, 48, 3)).astype("float32")
+    np.testing.assert_array_equal(trainer.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_layer_config_round_trip():
@@ -290,10 +291,10 @@ def test_device_augmentation_with_aux_head_targets():
                            output="tuple", augment_on="device")
     model = kd.models.from_preset("deeplabv3plus_tiny", num_classes=6, aux_head=True)
     loss, weights = kd.training.aux_loss(kd.losses.CrossEntropy(), aux_weight=0.4)
-    model.compile(optimizer="adam", loss=loss, loss_weights=weights)
-    model.set_augmentation(kd.data.SegmentationAugmentation(40))
+    trainer = kd.training.DeviceAugmentedModel(model, kd.data.SegmentationAugmentation(40))
+    trainer.compile(optimizer="adam", loss=loss, loss_weights=weights)
     x, y = next(iter(kd.training.with_aux_targets(ds)))
-    _, cropped = model.augmentation((x, y))
+    _, cropped = trainer.augment((x, y))
     assert set(cropped) == {"logits", "aux_logits"} and cropped["logits"].shape == (4, 40, 40, 1)
-    losses = model.fit(kd.training.with_aux_targets(ds), epochs=1, verbose=0).history["loss"]
+    losses = trainer.fit(kd.training.with_aux_targets(ds), epochs=1, verbose=0).history["loss"]
     assert np.all(np.isfinite(losses))

@@ -96,11 +96,12 @@ def build_deeplab():
 
 deeplab_initial = build_deeplab().get_weights()
 deeplab_runs = []
+deeplab_synced = []
 for strategy in (default, mirrored):
     with strategy.scope():
-        net = build_deeplab()
+        net = build_deeplab()  # no sync_batchnorm call: a multi-replica scope syncs BN itself
         net.set_weights(deeplab_initial)
-        kd.training.sync_batchnorm(net)
+        deeplab_synced.append([bn.synchronized for bn in kd.training.distribute.batch_norm_layers(net)])
         net.compile(optimizer=kd.training.poly_sgd(0.01, total_steps=4),
                     loss=kd.losses.CrossEntropy(), metrics=[kd.metrics.MeanIoU(3)])
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
@@ -113,6 +114,7 @@ print(json.dumps({
     "deeplab_loss": [deeplab_runs[0][1], deeplab_runs[1][1]],
     "deeplab_miou": [deeplab_runs[0][2]["mean_iou"], deeplab_runs[1][2]["mean_iou"]],
     "deeplab_diff": max_diff(deeplab_runs[0][0], deeplab_runs[1][0]),
+    "deeplab_synced": deeplab_synced,
     "replicas": mirrored.num_replicas_in_sync,
     "loss_single": loss_1, "loss_sync": loss_2, "loss_plain": loss_3,
     "diff_sync": max_diff(single, synced), "diff_plain": max_diff(single, plain),
@@ -136,7 +138,11 @@ def test_mirrored_strategy_matches_single_device():
     assert res["ev_sync"]["mean_iou"] == pytest.approx(res["ev_single"]["mean_iou"], abs=1e-3)
     assert res["full_sync"] == pytest.approx(res["full_single"], abs=1e-3)
     assert res["ev_single"]["mean_iou"] == pytest.approx(res["full_single"], abs=1e-6)
-    # keras_deeplab's tiny DeepLabv3+ (sync BN): same losses, weights and mIoU on 2 replicas.
+    # keras_deeplab's tiny DeepLabv3+ built without sync_batchnorm(): plain BN on one device,
+    # synchronized BN (by default) under the 2-replica strategy.
+    single_flags, mirrored_flags = res["deeplab_synced"]
+    assert len(single_flags) > 10 and not any(single_flags) and all(mirrored_flags), res
+    # ... and so the same losses, weights and mIoU on 2 replicas.
     np.testing.assert_allclose(res["deeplab_loss"][1], res["deeplab_loss"][0], rtol=1e-3)
     assert res["deeplab_diff"] < 1e-3, res["deeplab_diff"]
     assert res["deeplab_miou"][1] == pytest.approx(res["deeplab_miou"][0], abs=1e-3)
@@ -206,10 +212,12 @@ def train(strategy, augment_on):
                            augment=AUGMENT)
     with strategy.scope():
         model = kd.models.PixelClassifier(num_classes=6)
-        model.compile(optimizer=keras.optimizers.SGD(0.01), loss=kd.losses.CrossEntropy())
+        trainer = model
         if augment_on == "device":
-            model.set_augmentation(kd.data.SegmentationAugmentation(24, AUGMENT))
-    hist = model.fit(ds, epochs=2, verbose=0, shuffle=False)
+            trainer = kd.training.DeviceAugmentedModel(
+                model, kd.data.SegmentationAugmentation(24, AUGMENT))
+        trainer.compile(optimizer=keras.optimizers.SGD(0.01), loss=kd.losses.CrossEntropy())
+    hist = trainer.fit(ds, epochs=2, verbose=0, shuffle=False)
     return hist.history["loss"], model.get_weights()
 
 
@@ -238,3 +246,44 @@ def test_device_augmentation_trains_like_tf_data_augmentation():
     for name in ("single", "mirrored"):
         np.testing.assert_allclose(res[name]["loss_device"], res[name]["loss_data"], rtol=1e-5)
         assert res[name]["diff"] < 1e-5, res
+
+
+SYNC_DEFAULT_SCRIPT = r"""
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import keras_deeplab as kd
+from keras_deeplab.training.distribute import batch_norm_layers
+
+
+def flags(model):
+    return [bn.synchronized for bn in batch_norm_layers(model)]
+
+
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+out = {"replicas": mirrored.num_replicas_in_sync}
+with tf.distribute.get_strategy().scope():
+    out["single"] = flags(kd.models.from_preset("deeplabv3plus_tiny"))
+with mirrored.scope():
+    model = kd.models.from_preset("deeplabv3plus_tiny")
+    out["mirrored"] = flags(model)
+    out["backbone"] = flags(kd.backbones.MobileNetV2Backbone(alpha=0.35))
+    out["unet"] = flags(kd.models.UNet(3, filters=(4, 8)))
+    kd.training.sync_batchnorm(model, False)
+    out["opt_out"] = flags(model)
+out["reloaded"] = flags(kd.models.DeepLabV3Plus.from_config(
+    kd.models.from_preset("deeplabv3plus_tiny").get_config()))
+print(json.dumps(out))
+"""
+
+
+def test_batch_norm_is_synchronized_when_built_under_a_multi_replica_strategy():
+    # A user who builds under MirroredStrategy and never calls sync_batchnorm gets
+    # synchronized BN; on one replica BN stays plain; sync_batchnorm(model, False) opts out.
+    res = run_python(SYNC_DEFAULT_SCRIPT, timeout=300)
+    assert res["replicas"] == 2
+    assert len(res["mirrored"]) > 10 and all(res["mirrored"])
+    assert res["backbone"] and all(res["backbone"]) and res["unet"] and all(res["unet"])
+    assert not any(res["single"]) and not any(res["opt_out"]) and not any(res["reloaded"])

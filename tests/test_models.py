@@ -93,8 +93,47 @@ def test_with_output_stride_keeps_weights_and_doubles_rates(rng):
     rates5 = [layer.dilation_rate[0] for layer in os8.backbone.layers if layer.name.startswith("conv5_") and layer.name.endswith("_1_conv")]
     assert rates5 == [4, 8]
     x = rng.uniform(0, 255, size=(1, 64, 64, 3)).astype("float32")
-    # Same weights, different (denser) computation: outputs close in range but not identical.
-    assert os8(x).shape == model(x).shape
+    # Independent reference: the OS8 model built directly with the doubled rates and given
+    # the OS16 weights computes exactly what with_output_stride returns...
+    direct = kd.models.DeepLabV3(num_classes=3, output_stride=8, multi_grid=(1, 2),
+                                 aspp_rates=(12, 24, 36), aspp_filters=8, **TINY)
+    direct.set_weights(model.get_weights())
+    np.testing.assert_allclose(os8.predict(x, verbose=0), direct.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+    # ... and the denser computation changes the logits (same weights, other sampling).
+    assert np.abs(os8.predict(x, verbose=0) - model.predict(x, verbose=0)).max() > 1e-3
+
+
+def test_with_output_stride_scales_deeplab_v2_rates_as_documented():
+    # DeepLabV2's rates are explicit (default (6, 12, 18, 24) at OS8): scaled like any other.
+    v2 = kd.models.DeepLabV2(num_classes=3, **TINY)
+    assert v2.get_layer("aspp_v2").rates == (6, 12, 18, 24)
+    os16 = kd.models.with_output_stride(v2, 16)
+    assert os16.output_stride == 16 and os16.get_layer("aspp_v2").rates == (3, 6, 9, 12)
+    back = kd.models.with_output_stride(os16, 8)
+    assert back.get_layer("aspp_v2").rates == (6, 12, 18, 24)
+    with pytest.raises(ValueError, match="no output stride"):
+        kd.models.with_output_stride(kd.models.PixelClassifier(3, hidden=(4,)), 8)
+
+
+def test_backbone_instance_arguments_are_honoured_or_rejected():
+    backbone = kd.backbones.ResNetBackbone(depth=18, base_filters=8, output_stride=16,
+                                           multi_grid=(1, 2))
+    with pytest.raises(ValueError, match="multi_grid=\\(1, 4\\) is ignored"):
+        kd.models.DeepLabV3(num_classes=3, backbone=backbone, multi_grid=(1, 4), aspp_filters=8)
+    with pytest.raises(ValueError, match="backbone_kwargs"):
+        kd.models.DeepLabV3Plus(num_classes=3, backbone=backbone, backbone_kwargs={"alpha": 1})
+    with pytest.raises(TypeError, match="Backbone"):
+        kd.models.FCN(num_classes=3, backbone=keras.Sequential([keras.Input((8, 8, 3))]))
+    # The instance's own multi_grid, restated, is what the config records and what runs.
+    model = kd.models.DeepLabV3(num_classes=3, backbone=backbone, multi_grid=(1, 2), aspp_filters=8)
+    assert model.get_config()["multi_grid"] == (1, 2)
+    assert model.get_config()["backbone"]["config"]["multi_grid"] == (1, 2)
+    rates5 = [layer.dilation_rate[0] for layer in model.backbone.layers
+              if layer.name.startswith("conv5_") and layer.name.endswith("_1_conv")]
+    assert rates5 == [2, 4]  # OS16 rate 2 times the multi-grid (1, 2)
+    clone = kd.models.DeepLabV3.from_config(model.get_config())
+    assert clone.backbone.multi_grid == (1, 2)
 
 
 def test_presets_build_the_described_architectures():
@@ -124,16 +163,28 @@ def test_models_reject_bad_arguments(rng):
         model(np.zeros((1, 32, 32, 4), "float32"))
 
 
-def test_mixed_bfloat16_keeps_float32_logits(rng):
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+def test_mixed_bfloat16_keeps_float32_logits_and_its_policy_on_reload(rng, tmp_path):
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     try:
         model = MODELS["v3plus"]()
         x = rng.uniform(0, 255, size=(1, 32, 32, 3)).astype("float32")
         y = model(x)
         assert keras.backend.standardize_dtype(y.dtype) == "float32"
         assert model.get_layer("aspp").compute_dtype == "bfloat16"
+        model.save(str(tmp_path / "bf16.keras"))
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_dtype_policy("float32")
+    config = model.get_config()
+    assert config["dtype"]["config"]["name"] == "mixed_bfloat16"
+    # Rebuilt under the float32 global policy, from the config and from the .keras file.
+    rebuilt = kd.models.DeepLabV3Plus.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    for clone in (rebuilt, keras.saving.load_model(str(tmp_path / "bf16.keras"))):
+        assert clone.dtype_policy.name == "mixed_bfloat16"
+        assert clone.get_layer("aspp").compute_dtype == "bfloat16"
+        assert clone.backbone.get_layer("conv1_conv").compute_dtype == "bfloat16"
+        np.testing.assert_array_equal(clone(x), y)
+    assert keras.config.dtype_policy().name == "float32"  # the scope restored the global
 
 
 def test_trains_on_a_tiny_problem(rng):

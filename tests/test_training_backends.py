@@ -61,9 +61,9 @@ got_m = keras.ops.convert_to_numpy(out["segmentation_masks"])
 ds = kd.data.synthetic("train", num_images=16, image_size=48, batch_size=4, crop_size=40,
                        output="tuple", augment_on="device")
 model = kd.models.PixelClassifier(num_classes=6)
-model.compile(optimizer="adam", loss=kd.losses.CrossEntropy())
-model.set_augmentation(kd.data.SegmentationAugmentation(40))
-hist = model.fit(ds, epochs=2, verbose=0).history
+trainer = kd.training.DeviceAugmentedModel(model, kd.data.SegmentationAugmentation(40))
+trainer.compile(optimizer="adam", loss=kd.losses.CrossEntropy())
+hist = trainer.fit(ds, epochs=2, verbose=0).history
 print(json.dumps({"backend": keras.backend.backend(),
                   "image_err": float(np.abs(got_i - ref_i.numpy()).max()),
                   "mask_diff": int((got_m != ref_m.numpy()).sum()), "loss": hist["loss"]}))

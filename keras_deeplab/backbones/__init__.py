@@ -1,7 +1,10 @@
-"""Backbones returning dicts of feature maps, with output stride set by dilation."""
+"""Backbones returning dicts of feature maps C2..C5, with output stride set by dilation.
 
-import keras
+The contract every backbone follows (feature keys, strides, config) is `Backbone`
+(``keras_deeplab/backbones/base.py``).
+"""
 
+from keras_deeplab.backbones.base import FEATURE_KEYS, Backbone, feature_strides
 from keras_deeplab.backbones.mobilenet_v2 import MobileNetV2Backbone
 from keras_deeplab.backbones.resnet import DEPTHS, ResNetBackbone
 from keras_deeplab.backbones.vgg import VGG16Backbone
@@ -14,7 +17,8 @@ def get_backbone(backbone, output_stride=16, multi_grid=None, weights=None, **kw
     """Builds a backbone by name (or checks a given one) and loads its weights.
 
     Args:
-        backbone: str or keras.Model. One of ``NAMES`` or a backbone instance.
+        backbone: str or Backbone. One of ``NAMES`` or a `Backbone` instance (returned
+            as is, with only ``weights`` applied).
         output_stride: int. 8, 16 or 32. Defaults to 16.
         multi_grid: tuple or None. ResNet only: last-stage rate multipliers.
         weights: None, "imagenet" or a weights-file path (keras.applications layout).
@@ -23,7 +27,7 @@ def get_backbone(backbone, output_stride=16, multi_grid=None, weights=None, **kw
     Example:
     >>> backbone = get_backbone("resnet101", output_stride=8, multi_grid=(1, 2, 4))
     """
-    if isinstance(backbone, keras.Model):
+    if isinstance(backbone, Backbone):
         model = backbone
     elif not isinstance(backbone, str) or backbone.lower() not in NAMES:
         raise ValueError(
@@ -48,10 +52,13 @@ def get_backbone(backbone, output_stride=16, multi_grid=None, weights=None, **kw
 
 
 __all__ = [
+    "Backbone",
+    "FEATURE_KEYS",
     "NAMES",
     "MobileNetV2Backbone",
     "ResNetBackbone",
     "VGG16Backbone",
+    "feature_strides",
     "get_backbone",
     "load_imagenet_weights",
 ]

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_deeplab.backbones.base import Backbone
 from keras_deeplab.backbones.dilation import stage_strides_and_rates
 from keras_deeplab.layers.atrous_conv import AtrousDepthwiseConv2D
 from keras_deeplab.layers.preprocessing import ImageNormalization
@@ -17,7 +18,7 @@ _BLOCKS = (
     (6, 160, 2), (6, 160, 1), (6, 160, 1),
     (6, 320, 1),
 )
-_FEATURES = {2: "block_2", 5: "block_5", 12: "block_12", 16: "block_16"}
+_FEATURES = {2: "C2", 5: "C3", 12: "C4", 16: "C5"}  # block id -> feature key
 
 
 def _make_divisible(v, divisor=8):
@@ -32,7 +33,7 @@ def _bn(name):
 
 
 @register
-class MobileNetV2Backbone(keras.Model):
+class MobileNetV2Backbone(Backbone):
     """MobileNetV2 (keras.applications layout) with dilated depthwise convs.
 
     Strides beyond ``output_stride`` are removed and the depthwise convs from there on
@@ -41,7 +42,10 @@ class MobileNetV2Backbone(keras.Model):
     "same" padding on the strided depthwise convs equals keras' ``correct_pad`` zero
     padding, so ImageNet weights give identical features.
 
-    Outputs ``{"block_2": stride 4, "block_5": 8, "block_12": 16, "block_16": 32}`` (OS32).
+    Outputs the `Backbone` feature dict: ``"C2"``, ``"C3"``, ``"C4"``, ``"C5"`` are the
+    outputs of inverted-residual blocks 2, 5, 12 and 16 (``block_{i}_project_BN`` or its
+    ``_add``), at strides 4, 8, 16, 32 for output stride 32; 4, 8, 16, 16 for 16;
+    4, 8, 8, 8 for 8 (``feature_strides``).
 
     Args:
         alpha: float. Width multiplier. Defaults to 1.0.
@@ -49,6 +53,8 @@ class MobileNetV2Backbone(keras.Model):
         include_preprocessing: bool. Scale [0, 255] RGB to [-1, 1] inside. Defaults to True.
         kernel_regularizer: Optional kernel regularizer. Defaults to None.
         input_shape: tuple. Defaults to (None, None, 3).
+        dtype: dtype policy to build under. Defaults to the global policy; kept in
+            ``get_config()``.
 
     Example:
     >>> backbone = MobileNetV2Backbone(output_stride=16)
@@ -56,10 +62,6 @@ class MobileNetV2Backbone(keras.Model):
     Reference: Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks",
     CVPR 2018.
     """
-
-    low_level_feature = "block_2"
-    aux_feature = "block_12"
-    high_level_feature = "block_16"
 
     def __init__(
         self,
@@ -115,24 +117,17 @@ class MobileNetV2Backbone(keras.Model):
             if block_id in _FEATURES:
                 features[_FEATURES[block_id]] = x
         super().__init__(inputs=inputs, outputs=features, **kwargs)
+        self._set_backbone_attributes(output_stride, input_shape)
         self.alpha = alpha
-        self.output_stride = output_stride
         self.include_preprocessing = include_preprocessing
         self.kernel_regularizer = reg
-        self.input_shape_arg = tuple(input_shape)
         self.keras_application = "MobileNetV2"
 
-    def get_config(self):
+    def _backbone_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
             "alpha": self.alpha,
             "output_stride": self.output_stride,
             "include_preprocessing": self.include_preprocessing,
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "input_shape": self.input_shape_arg,
+            "input_shape": self.image_shape,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

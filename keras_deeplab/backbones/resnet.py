@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_deeplab.backbones.base import Backbone
 from keras_deeplab.backbones.dilation import stage_strides_and_rates
 from keras_deeplab.layers.atrous_conv import AtrousConv2D
 from keras_deeplab.layers.preprocessing import ImageNormalization
@@ -67,7 +68,7 @@ def _basic(x, filters, stride, rate, name, shortcut_conv, momentum, reg):
 
 
 @register
-class ResNetBackbone(keras.Model):
+class ResNetBackbone(Backbone):
     """Dilated ResNet v1 that returns a dict of feature maps.
 
     The layout (layer names, biases, BN epsilon, stride on the first 1x1 conv) is that of
@@ -77,7 +78,9 @@ class ResNetBackbone(keras.Model):
     rate 2; for 8, conv4 uses rate 2 and conv5 rate 4. ``multi_grid`` multiplies the
     rates of the conv5 units (DeepLabv3: (1, 2, 4) -> rates 2, 4, 8 at OS16).
 
-    Outputs ``{"res2": stride 4, "res3": 8, "res4": 16, "res5": 32}`` (strides at OS32).
+    Outputs the `Backbone` feature dict: ``"C2"`` .. ``"C5"`` are the outputs of stages
+    conv2 .. conv5 (keras.applications' ``conv{i}_block{n}_out``), at strides 4, 8, 16, 32
+    for output stride 32; 4, 8, 16, 16 for 16; 4, 8, 8, 8 for 8 (``feature_strides``).
 
     Args:
         depth: int or None. 18, 34 (basic blocks), 50, 101, 152 (bottlenecks). None with
@@ -93,18 +96,16 @@ class ResNetBackbone(keras.Model):
         bn_momentum: float. Defaults to 0.99.
         kernel_regularizer: Optional regularizer for all kernels. Defaults to None.
         input_shape: tuple. Defaults to (None, None, 3).
+        dtype: dtype policy (name or `keras.DTypePolicy`) to build under. Defaults to the
+            global policy; kept in ``get_config()``.
 
     Example:
     >>> backbone = ResNetBackbone(depth=101, output_stride=16, multi_grid=(1, 2, 4))
-    >>> features = backbone(images)   # features["res5"]: (B, H/16, W/16, 2048)
+    >>> features = backbone(images)   # features["C5"]: (B, H/16, W/16, 2048)
 
     Reference: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016;
     Chen et al., arXiv:1706.05587 (multi-grid).
     """
-
-    low_level_feature = "res2"
-    aux_feature = "res4"
-    high_level_feature = "res5"
 
     def __init__(
         self,
@@ -180,19 +181,18 @@ class ResNetBackbone(keras.Model):
                     reg=reg,
                 )
             in_channels = out_channels
-            features[f"res{stage + 2}"] = x
+            features[f"C{stage + 2}"] = x
         super().__init__(inputs=inputs, outputs=features, **kwargs)
 
+        self._set_backbone_attributes(output_stride, input_shape)
         self.depth = depth
         self.stage_blocks = stage_blocks
         self.block_type = block_type
         self.base_filters = base_filters
-        self.output_stride = output_stride
         self.multi_grid = multi_grid
         self.include_preprocessing = include_preprocessing
         self.bn_momentum = bn_momentum
         self.kernel_regularizer = reg
-        self.input_shape_arg = tuple(input_shape)
         self.stage_rates = tuple(rates)
 
     @property
@@ -204,10 +204,8 @@ class ResNetBackbone(keras.Model):
                     return f"ResNet{depth}"
         return None
 
-    def get_config(self):
+    def _backbone_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
             "depth": self.depth,
             "stage_blocks": self.stage_blocks,
             "block_type": self.block_type,
@@ -217,9 +215,5 @@ class ResNetBackbone(keras.Model):
             "include_preprocessing": self.include_preprocessing,
             "bn_momentum": self.bn_momentum,
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "input_shape": self.input_shape_arg,
+            "input_shape": self.image_shape,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_deeplab.backbones.base import Backbone
 from keras_deeplab.backbones.dilation import stage_strides_and_rates
 from keras_deeplab.layers.atrous_conv import AtrousConv2D
 from keras_deeplab.layers.preprocessing import ImageNormalization
@@ -11,7 +12,7 @@ _BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
 @register
-class VGG16Backbone(keras.Model):
+class VGG16Backbone(Backbone):
     """VGG-16 convolutional layers with DeepLab's dilation, returning a dict of features.
 
     Layer names follow ``keras.applications.VGG16`` so its ImageNet weights load. At
@@ -19,25 +20,25 @@ class VGG16Backbone(keras.Model):
     so odd sizes round up). At 8 (DeepLab-LargeFOV) pool4 and pool5 become 3x3 stride-1
     pools and conv5 uses rate 2; at 16 only pool5 loses its stride.
 
-    Outputs ``{"pool2": stride 4, "pool3": 8, "pool4": 16, "pool5": 32}`` (at OS32).
+    Outputs the `Backbone` feature dict: ``"C2"`` .. ``"C5"`` are the outputs of the
+    pools ``block2_pool`` .. ``block5_pool``, at strides 4, 8, 16, 32 for output stride 32;
+    4, 8, 16, 16 for 16; 4, 8, 8, 8 for 8 (``feature_strides``).
 
     Args:
         output_stride: int. 8, 16 or 32. Defaults to 8.
         include_preprocessing: bool. Normalise [0, 255] RGB input inside. Defaults to True.
         kernel_regularizer: Optional kernel regularizer. Defaults to None.
         input_shape: tuple. Defaults to (None, None, 3).
+        dtype: dtype policy to build under. Defaults to the global policy; kept in
+            ``get_config()``.
 
     Example:
     >>> backbone = VGG16Backbone(output_stride=8)
-    >>> backbone(images)["pool5"].shape   # (B, H/8, W/8, 512)
+    >>> backbone(images)["C5"].shape   # (B, H/8, W/8, 512)
 
     Reference: Simonyan & Zisserman, ICLR 2015; Chen et al., "Semantic Image Segmentation
     with Deep Convolutional Nets and Fully Connected CRFs", ICLR 2015 (LargeFOV).
     """
-
-    low_level_feature = "pool2"
-    aux_feature = "pool4"
-    high_level_feature = "pool5"
 
     def __init__(
         self,
@@ -66,24 +67,17 @@ class VGG16Backbone(keras.Model):
             else:
                 x = keras.layers.MaxPooling2D(3, strides=1, padding="same", name=f"block{b + 1}_pool")(x)
             if b >= 1:
-                features[f"pool{b + 1}"] = x
+                features[f"C{b + 1}"] = x
         super().__init__(inputs=inputs, outputs=features, **kwargs)
-        self.output_stride = output_stride
+        self._set_backbone_attributes(output_stride, input_shape)
         self.include_preprocessing = include_preprocessing
         self.kernel_regularizer = reg
-        self.input_shape_arg = tuple(input_shape)
         self.keras_application = "VGG16"
 
-    def get_config(self):
+    def _backbone_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
             "output_stride": self.output_stride,
             "include_preprocessing": self.include_preprocessing,
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "input_shape": self.input_shape_arg,
+            "input_shape": self.image_shape,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -1,11 +1,34 @@
-"""Shared plumbing of the functional segmentation models (config, heads, output)."""
+"""Shared plumbing of the functional segmentation models (backbone, heads, config).
+
+The stage contract every DeepLab model follows (Model Garden ``segmentation_model.py``,
+torchvision ``segmentation/_utils.py``):
+
+    images (B, H, W, 3) float RGB in [0, 255]; normalisation is inside the backbone
+      -> backbone       `keras_deeplab.backbones.Backbone`: {"C2", "C3", "C4", "C5"}
+                        (strides 4, 8, 16, 32; dilation caps them at ``output_stride``)
+      -> neck           ASPP on C5 (`layers.ASPP`; DeepLabv2: `layers.ASPPV2`, which
+                        already ends in per-rate classifiers)
+      -> decoder        DeepLabv3+ only: `layers.DeepLabV3PlusDecoder` on [neck, C2]
+      -> classifier     1x1 conv to ``num_classes`` (`classifier`)
+      -> resize         bilinear, half-pixel centres, to the input size (`layers.ResizeLike`)
+      -> float32 logits (B, H, W, num_classes) (``{"logits", "aux_logits"}`` with an
+                        auxiliary head on C4)
+
+Models read backbone features by these keys only. FCN is backbone -> conv head ->
+classifier -> resize; UNet and PixelClassifier have no backbone.
+
+Every constructor argument is returned by ``get_config()`` under its own name, plus the
+dtype policy the model was built under (a rebuild from the config uses it again). A model
+built inside a multi-replica ``tf.distribute`` strategy scope gets synchronized batch norm.
+"""
 
 import keras
 
-from keras_deeplab.backbones import get_backbone
+from keras_deeplab.backbones import Backbone, get_backbone
+from keras_deeplab.backbones.base import contract_init, serialize_dtype_policy
 from keras_deeplab.layers.conv_bn import ConvBNReLU
 from keras_deeplab.layers.resize import ResizeLike
-from keras_deeplab.utils import AUGMENT_PARAMS, check_output_stride
+from keras_deeplab.utils import AUGMENT_PARAMS, check_output_stride, register
 
 
 def default_aspp_rates(output_stride):
@@ -14,17 +37,37 @@ def default_aspp_rates(output_stride):
 
 
 def resolve_backbone(backbone, output_stride, multi_grid, backbone_weights, backbone_kwargs):
-    """Returns (backbone_model, output_stride) from a name or an instance."""
+    """Returns (backbone_model, output_stride) from a name, a serialized backbone or an instance.
+
+    With an instance, its own configuration is what counts: ``output_stride`` and
+    ``multi_grid`` must be None or equal to the instance's, and ``backbone_kwargs`` must be
+    empty; anything else raises ValueError (it would be recorded in the model's config
+    while the backbone ignores it).
+    """
     if isinstance(backbone, dict):
         backbone = keras.saving.deserialize_keras_object(backbone)
-    if isinstance(backbone, keras.Model):
-        own = getattr(backbone, "output_stride", None)
-        if output_stride is not None and own is not None and output_stride != own:
+    if isinstance(backbone, keras.Model) and not isinstance(backbone, Backbone):
+        raise TypeError(
+            f"backbone must be a name or a keras_deeplab.backbones.Backbone (features keyed "
+            f"C2..C5); got {type(backbone).__name__}. Subclass Backbone to plug in your own.")
+    if isinstance(backbone, Backbone):
+        own = backbone.output_stride
+        if output_stride is not None and output_stride != own:
             raise ValueError(
                 f"output_stride={output_stride} disagrees with the given backbone's output "
                 f"stride {own}; build the backbone with output_stride={output_stride}."
             )
-        output_stride = own if own is not None else output_stride
+        output_stride = own
+        own_grid = getattr(backbone, "multi_grid", None)
+        if multi_grid is not None and tuple(multi_grid) != own_grid:
+            raise ValueError(
+                f"multi_grid={tuple(multi_grid)} is ignored by a backbone instance (its own "
+                f"multi_grid is {own_grid}); build the backbone with multi_grid="
+                f"{tuple(multi_grid)}, or pass the backbone by name.")
+        if backbone_kwargs:
+            raise ValueError(
+                f"backbone_kwargs={backbone_kwargs!r} only apply when the backbone is given "
+                "by name; configure the backbone instance itself instead.")
         if backbone_weights is not None:
             get_backbone(backbone, weights=backbone_weights)
         return backbone, output_stride
@@ -60,14 +103,23 @@ def aux_classifier(features, reference, num_classes, filters=256, dropout=0.1):
     return classifier(x, reference, num_classes, name="aux_logits")
 
 
+@register
 class SegmentationModel(keras.Model):
     """Base class: a functional model whose ``get_config`` returns its ctor arguments.
 
-    Subclasses build the graph, call ``super().__init__(inputs, outputs)`` and then
-    ``self._set_config(...)`` with every constructor argument under its own name.
-    ``backbone_weights`` is stored as None: the weights travel in the ``.keras`` file,
-    and reloading must not download ImageNet weights again.
+    Subclasses build the graph following the stage contract of this module, call
+    ``super().__init__(inputs, outputs)`` and then ``self._set_config(...)`` with every
+    constructor argument under its own name. ``backbone_weights`` is stored as None: the
+    weights travel in the ``.keras`` file, and reloading must not download ImageNet weights
+    again. ``get_config()`` also stores ``dtype`` (the policy the model was built under)
+    and every subclass accepts ``dtype=`` to build under that policy (see
+    `keras_deeplab.backbones.base.contract_init`).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = contract_init(cls.__dict__["__init__"])
 
     def _set_config(self, **config):
         self._kd_config = dict(config)
@@ -87,13 +139,26 @@ class SegmentationModel(keras.Model):
         )
 
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable}
+        config = {"name": self.name, "trainable": self.trainable,
+                  "dtype": serialize_dtype_policy(self)}
         config.update(self._kd_config)
         return config
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        if isinstance(inputs, dict) and AUGMENT_PARAMS in inputs:
+            # Keras would pick "images" out of the dict and train on the full-size images,
+            # silently skipping the augmentation.
+            raise ValueError(
+                f"{self.name} got a batch with 'augment_params' (a pipeline built with "
+                "augment_on='device'): wrap the model in "
+                "kd.training.DeviceAugmentedModel(model, kd.data.SegmentationAugmentation("
+                "crop_size, augment)) to augment in the train step, or build the pipeline "
+                "with augment_on='data'.")
+        return super().call(inputs, training=training, mask=mask, **kwargs)
 
     @property
     def backbone(self):
@@ -103,47 +168,3 @@ class SegmentationModel(keras.Model):
     @property
     def num_classes(self):
         return self._kd_config["num_classes"]
-
-    # --- augmentation on the accelerator (`augment_on="device"`) ---------------------------
-
-    def set_augmentation(self, augmentation):
-        """Applies `augmentation` (a `kd.data.SegmentationAugmentation`) to every training
-        batch that carries ``"augment_params"`` (pipelines built with ``augment_on="device"``),
-        inside the train step, on the accelerator. Pass None to detach it.
-
-        The layer is kept out of the model's tracked layers: it has no weights to save, and
-        the model's ``.keras`` file and checkpoints stay the same with or without it.
-        """
-        if augmentation is not None and not callable(augmentation):
-            raise TypeError(f"Expected a kd.data.SegmentationAugmentation or None; got "
-                            f"{augmentation!r}.")
-        object.__setattr__(self, "_kd_augmentation", augmentation)
-        self.train_function = None  # the compiled train step changes: rebuild it
-
-    @property
-    def augmentation(self):
-        return getattr(self, "_kd_augmentation", None)
-
-    def _augment_batch(self, data):
-        x = data[0] if isinstance(data, (tuple, list)) else data
-        if not (isinstance(x, dict) and AUGMENT_PARAMS in x):
-            return data
-        if self.augmentation is None:
-            raise ValueError(
-                "This batch holds full-size images with 'augment_params' (a pipeline built "
-                "with augment_on='device'), but the model has no augmentation attached; call "
-                "model.set_augmentation(kd.data.SegmentationAugmentation(crop_size, augment)) "
-                "or build the pipeline with augment_on='data'.")
-        return self.augmentation(data)
-
-    def train_step(self, *args):
-        # TF and torch call train_step(data); JAX calls train_step(state, data).
-        *state, data = args
-        return super().train_step(*state, self._augment_batch(data))
-
-    def __call__(self, inputs, *args, **kwargs):
-        # Keras builds losses and metrics from the first batch's structure before the first
-        # train step; for an `augment_on="device"` batch, that is the images under the dict.
-        if isinstance(inputs, dict) and AUGMENT_PARAMS in inputs:
-            inputs = inputs["images"]
-        return super().__call__(inputs, *args, **kwargs)

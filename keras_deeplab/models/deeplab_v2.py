@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_deeplab.backbones.vgg import VGG16Backbone
 from keras_deeplab.layers.aspp_v2 import ASPPV2
 from keras_deeplab.layers.resize import ResizeLike
 from keras_deeplab.models.base import SegmentationModel, resolve_backbone
@@ -12,16 +13,17 @@ from keras_deeplab.utils import register
 class DeepLabV2(SegmentationModel):
     """DeepLabv2 semantic segmentation model.
 
-    A dilated backbone at output stride 8 followed by ASPP in its v2 form: one classifier
-    per atrous rate, their logits summed, then bilinear upsampling. With a ResNet each
-    branch is a single 3x3 atrous conv; with VGG-16 each branch is fc6 (3x3 atrous,
-    1024) - fc7 (1x1, 1024) - fc8. ``backbone="vgg16", aspp_rates=(12,)`` is
+    Stages (see `keras_deeplab.models.base`): backbone C5 -> ASPP-v2 neck whose branches
+    end in their own classifiers -> bilinear resize to the input. The backbone runs at
+    output stride 8; ASPP in its v2 form has one classifier per atrous rate, their logits
+    summed, then bilinear upsampling. With a ResNet each branch is a single 3x3 atrous
+    conv; with VGG-16 each branch is fc6 (3x3 atrous, 1024) - fc7 (1x1, 1024) - fc8. ``backbone="vgg16", aspp_rates=(12,)`` is
     DeepLab-LargeFOV. Refine the output with ``keras_deeplab.inference.DenseCRF`` as in
     the paper.
 
     Args:
         num_classes: int. Number of classes.
-        backbone: str or keras.Model. Defaults to "resnet101".
+        backbone: str or `keras_deeplab.backbones.Backbone`. Defaults to "resnet101".
         output_stride: int or None. None means 8 (the paper's setting).
         backbone_weights: None, "imagenet" or a weights-file path. Defaults to None.
         aspp_rates: tuple. Defaults to (6, 12, 18, 24) (ASPP-L).
@@ -30,6 +32,12 @@ class DeepLabV2(SegmentationModel):
         dropout: float. fc-head dropout. Defaults to 0.5.
         backbone_kwargs: dict or None. Extra backbone arguments.
         input_shape: tuple. Defaults to (None, None, 3).
+        dtype: dtype policy (e.g. "mixed_bfloat16") to build under. Defaults to the
+            global policy; kept in ``get_config()``.
+
+    Raises:
+        ValueError: for a backbone instance together with an ``output_stride``,
+            ``multi_grid`` or ``backbone_kwargs`` that the instance does not have.
 
     Example:
     >>> resnet = DeepLabV2(num_classes=21, backbone="resnet101")
@@ -60,12 +68,12 @@ class DeepLabV2(SegmentationModel):
             backbone, output_stride, None, backbone_weights, backbone_kwargs
         )
         if head is None:
-            head = "fc" if backbone.high_level_feature == "pool5" else "conv"
+            head = "fc" if isinstance(backbone, VGG16Backbone) else "conv"
         inputs = keras.Input(shape=input_shape, name="images")
         features = backbone(inputs)
         x = ASPPV2(
             num_classes, aspp_rates, head=head, fc_filters=fc_filters, dropout=dropout, name="aspp_v2"
-        )(features[backbone.high_level_feature])
+        )(features["C5"])
         x = ResizeLike(name="logits_upsample")([x, inputs])
         outputs = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)

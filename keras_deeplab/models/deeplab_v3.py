@@ -17,13 +17,14 @@ from keras_deeplab.utils import register
 class DeepLabV3(SegmentationModel):
     """DeepLabv3 semantic segmentation model.
 
-    backbone (multi-grid on the last stage) -> ASPP (1x1, three 3x3 atrous branches,
+    Stages (see `keras_deeplab.models.base`): backbone C5 (multi-grid on the last stage)
+    -> ASPP (1x1, three 3x3 atrous branches,
     image pooling, concatenated and projected) -> 1x1 classifier -> bilinear resize to the
     input. Float RGB in [0, 255] in, float32 logits ``(B, H, W, num_classes)`` out.
 
     Args:
         num_classes: int. Number of classes.
-        backbone: str or keras.Model. Defaults to "resnet50".
+        backbone: str or `keras_deeplab.backbones.Backbone`. Defaults to "resnet50".
         output_stride: int or None. 8, 16 or 32; None means 16.
         backbone_weights: None, "imagenet" or a weights-file path. Defaults to None.
         multi_grid: tuple or None. e.g. (1, 2, 4) (the paper's best). Defaults to None.
@@ -34,6 +35,12 @@ class DeepLabV3(SegmentationModel):
         aux_head: bool. Auxiliary classifier on stride-16 features. Defaults to False.
         backbone_kwargs: dict or None. Extra backbone arguments.
         input_shape: tuple. Defaults to (None, None, 3).
+        dtype: dtype policy (e.g. "mixed_bfloat16") to build under. Defaults to the
+            global policy; kept in ``get_config()``.
+
+    Raises:
+        ValueError: for a backbone instance together with an ``output_stride``,
+            ``multi_grid`` or ``backbone_kwargs`` that the instance does not have.
 
     Example:
     >>> model = DeepLabV3(num_classes=21, backbone="resnet50", output_stride=8,
@@ -67,11 +74,11 @@ class DeepLabV3(SegmentationModel):
         inputs = keras.Input(shape=input_shape, name="images")
         features = backbone(inputs)
         x = ASPP(aspp_filters, rates, dropout=aspp_dropout, separable=separable, name="aspp")(
-            features[backbone.high_level_feature]
+            features["C5"]
         )
         outputs = classifier(x, inputs, num_classes, name="logits")
         if aux_head:
-            aux = aux_classifier(features[backbone.aux_feature], inputs, num_classes)
+            aux = aux_classifier(features["C4"], inputs, num_classes)
             outputs = {"logits": outputs, "aux_logits": aux}
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self._set_backbone_config(

@@ -18,14 +18,14 @@ from keras_deeplab.utils import register
 class DeepLabV3Plus(SegmentationModel):
     """DeepLabv3+ semantic segmentation model.
 
-    backbone -> ASPP (image pooling, rates following the output stride) -> decoder
-    (stride-4 low-level features projected to 48 channels, two 3x3 convs) -> 1x1
-    classifier -> bilinear resize to the input. Takes float RGB images in [0, 255] of any
-    size (normalisation is inside) and returns float32 logits ``(B, H, W, num_classes)``.
+    Stages (see `keras_deeplab.models.base`): backbone C5 -> ASPP neck (image pooling,
+    rates following the output stride) -> decoder (stride-4 backbone features C2
+    projected to 48 channels, two 3x3 convs) -> 1x1 classifier -> bilinear resize to the
+    input. Takes float RGB images in [0, 255] of any size (normalisation is inside) and returns float32 logits ``(B, H, W, num_classes)``.
 
     Args:
         num_classes: int. Number of classes (the ignore label is not one of them).
-        backbone: str or keras.Model. "resnet18/34/50/101/152", "mobilenetv2", "vgg16" or
+        backbone: str or `keras_deeplab.backbones.Backbone`. "resnet18/34/50/101/152", "mobilenetv2", "vgg16" or
             a backbone instance. Defaults to "resnet50".
         output_stride: int or None. 8, 16 or 32; None means 16 (or the instance's).
         backbone_weights: None, "imagenet" or a keras.applications weights file.
@@ -42,6 +42,12 @@ class DeepLabV3Plus(SegmentationModel):
             then returns ``{"logits", "aux_logits"}``. Defaults to False.
         backbone_kwargs: dict or None. Extra backbone arguments (e.g. ``base_filters``).
         input_shape: tuple. Defaults to (None, None, 3).
+        dtype: dtype policy (e.g. "mixed_bfloat16") to build under. Defaults to the
+            global policy; kept in ``get_config()``.
+
+    Raises:
+        ValueError: for a backbone instance together with an ``output_stride``,
+            ``multi_grid`` or ``backbone_kwargs`` that the instance does not have.
 
     Example:
     >>> model = DeepLabV3Plus(num_classes=19, backbone="resnet101", output_stride=16)
@@ -78,14 +84,14 @@ class DeepLabV3Plus(SegmentationModel):
         inputs = keras.Input(shape=input_shape, name="images")
         features = backbone(inputs)
         x = ASPP(aspp_filters, rates, dropout=aspp_dropout, separable=separable, name="aspp")(
-            features[backbone.high_level_feature]
+            features["C5"]
         )
         x = DeepLabV3PlusDecoder(
             decoder_filters, low_level_filters, decoder_convs, separable=separable, name="decoder"
-        )([x, features[backbone.low_level_feature]])
+        )([x, features["C2"]])
         outputs = classifier(x, inputs, num_classes, name="logits")
         if aux_head:
-            aux = aux_classifier(features[backbone.aux_feature], inputs, num_classes)
+            aux = aux_classifier(features["C4"], inputs, num_classes)
             outputs = {"logits": outputs, "aux_logits": aux}
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self._set_backbone_config(

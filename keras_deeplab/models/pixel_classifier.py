@@ -17,6 +17,8 @@ class PixelClassifier(SegmentationModel):
         num_classes: int. Number of classes.
         hidden: tuple of int. Widths of the hidden 1x1 layers. Defaults to (64, 64).
         input_shape: tuple. Defaults to (None, None, 3).
+        dtype: dtype policy (e.g. "mixed_bfloat16") to build under. Defaults to the
+            global policy; kept in ``get_config()``.
 
     Example:
     >>> model = PixelClassifier(num_classes=6)

@@ -69,7 +69,18 @@ def with_output_stride(model, output_stride):
 
     Dilation adds no parameters, so a model trained at OS16 can be evaluated at OS8
     (rates doubled: more accurate, ~3x the compute). Explicit ``aspp_rates`` are scaled by
-    the ratio of the strides; default rates follow the new stride.
+    the ratio of the strides (``max(1, rate * old // new)``), so that every ASPP branch
+    keeps its field of view in input pixels; this holds for every model with ASPP rates,
+    DeepLabV2 included (its rates, default (6, 12, 18, 24), are defined at its OS8 and
+    become (3, 6, 9, 12) at OS16). Default rates (None) follow the new stride.
+
+    Args:
+        model: a `SegmentationModel` whose config has ``output_stride`` (DeepLabV2/V3/V3+,
+            FCN).
+        output_stride: int. 8, 16 or 32.
+
+    Raises:
+        ValueError: if ``model`` has no output stride (UNet, PixelClassifier).
 
     Example:
     >>> eval_model = with_output_stride(trained_os16_model, 8)
@@ -81,7 +92,7 @@ def with_output_stride(model, output_stride):
     config["output_stride"] = output_stride
     if isinstance(config.get("backbone"), dict):
         config["backbone"]["config"]["output_stride"] = output_stride
-    if config.get("aspp_rates") is not None and type(model).__name__ != "DeepLabV2":
+    if config.get("aspp_rates") is not None:
         config["aspp_rates"] = tuple(max(1, r * old // output_stride) for r in config["aspp_rates"])
     new = type(model).from_config(config)
     new.set_weights(model.get_weights())

@@ -23,6 +23,8 @@ class UNet(SegmentationModel):
             (64, 128, 256, 512, 1024) as in the paper.
         dropout: float. Dropout at the bottleneck. Defaults to 0.0.
         input_shape: tuple. Defaults to (None, None, 3).
+        dtype: dtype policy (e.g. "mixed_bfloat16") to build under. Defaults to the
+            global policy; kept in ``get_config()``.
 
     Example:
     >>> model = UNet(num_classes=7, filters=(32, 64, 128, 256))

@@ -12,6 +12,10 @@ JAX backend: use Keras' own data parallelism instead of a strategy::
 
 (`jax_data_parallel()` does the first two lines.) Batch-norm statistics are then computed per
 device; synchronized BN is TensorFlow-only in Keras.
+
+Batch norm: every keras_deeplab model or backbone built inside the scope of a strategy with
+more than one replica synchronizes its batch norm by itself (see
+`keras_deeplab.backbones.base.contract_init`); `sync_batchnorm` switches it for any model.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import warnings
 
 import keras
+
+from keras_deeplab.backbones.base import batch_norm_layers, synchronize_batch_norm
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
@@ -43,8 +49,7 @@ def get_strategy(kind="auto", devices=None, tpu=None):
     ```python
     strategy = kd.training.get_strategy("mirrored")
     with strategy.scope():
-        model = kd.models.DeepLabV3Plus(num_classes=19)
-        kd.training.sync_batchnorm(model)
+        model = kd.models.DeepLabV3Plus(num_classes=19)   # BN synchronized (2+ replicas)
         model.compile(...)
     ```
     """
@@ -101,12 +106,6 @@ def jax_data_parallel(devices=None):
     return distribution
 
 
-def batch_norm_layers(model):
-    """All `keras.layers.BatchNormalization` layers of a model, nested models included."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, keras.layers.BatchNormalization)]
-
-
 def sync_batchnorm(model, synchronized=True):
     """Makes every BatchNormalization layer compute batch statistics across replicas.
 
@@ -116,6 +115,9 @@ def sync_batchnorm(model, synchronized=True):
     the mean and variance, so training under `MirroredStrategy` matches single-device training
     on the same global batch (tested). Weights are unchanged; the flag is saved in the layers'
     configs. Call it before `compile`/`fit` (before the train function is traced).
+
+    keras_deeplab models built inside a multi-replica strategy scope are synchronized
+    already; this is for other Keras models, and ``synchronized=False`` turns it off.
 
     Only the TensorFlow backend supports it; elsewhere this warns and does nothing.
 
@@ -129,7 +131,7 @@ def sync_batchnorm(model, synchronized=True):
     Example:
     ```python
     with strategy.scope():
-        model = kd.models.DeepLabV3Plus(num_classes=19)
+        model = build_my_keras_model()
         kd.training.sync_batchnorm(model)
     ```
     """
@@ -137,10 +139,7 @@ def sync_batchnorm(model, synchronized=True):
         warnings.warn("Synchronized batch norm is TensorFlow-only in Keras; leaving BN as is.",
                       stacklevel=2)
         return 0
-    layers = batch_norm_layers(model)
-    for layer in layers:
-        layer.synchronized = bool(synchronized)
-    return len(layers)
+    return synchronize_batch_norm(model, synchronized)
 
 
 def check_per_replica_batch(global_batch_size, strategy=None, model=None, min_per_replica=4):
