@@ -265,8 +265,8 @@ def cmd_crf_search(args):
     import numpy as np
 
     from keras_deeplab import inference
+    from keras_deeplab.data.batches import iterate_batches
     from keras_deeplab.training import experiment
-    from keras_deeplab.training._data import iterate_batches
 
     if args.dataset == "cityscapes":
         from keras_deeplab.training.cityscapes_export import cityscapes_eval_batches

@@ -22,8 +22,8 @@ import math
 import keras
 import numpy as np
 
-from keras_deeplab.np_metrics import IGNORE_LABEL
-from keras_deeplab.utils import AUGMENT_PARAMS
+from keras_deeplab.data.batches import unpack_batch
+from keras_deeplab.utils import IGNORE_LABEL
 
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
 
@@ -448,16 +448,11 @@ class SegmentationAugmentation(keras.layers.Layer):
 
 def _unpack(data):
     """(kind, images, masks, params) from the batch forms SegmentationAugmentation accepts."""
-    if isinstance(data, dict):
-        if "images" not in data or "segmentation_masks" not in data:
-            raise ValueError("A batch dict needs 'images' and 'segmentation_masks' keys; got "
-                             f"{sorted(data)}.")
-        return "dict", data["images"], data["segmentation_masks"], data.get(AUGMENT_PARAMS)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, masks = data
-        if isinstance(x, dict):
-            return "tuple", x["images"], masks, x.get(AUGMENT_PARAMS)
-        return "tuple", x, masks, None
-    raise ValueError("Expected a batch {'images', 'segmentation_masks'}, (images, masks) or "
-                     f"({{'images', 'augment_params'}}, masks); got {type(data).__name__}.")
+    batch = unpack_batch(data)
+    if batch.kind == "array" or batch.images is None or batch.masks is None or batch.rest:
+        raise ValueError(
+            "Expected a batch {'images', 'segmentation_masks'}, (images, masks) or "
+            f"({{'images', 'augment_params'}}, masks); got {type(data).__name__}"
+            + (f" with keys {sorted(data)}." if isinstance(data, dict) else "."))
+    return batch.kind, batch.images, batch.masks, batch.params
 

@@ -10,14 +10,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.data.augment import (
-    AUGMENT_PARAMS,
-    IGNORE_LABEL,
     IMAGENET_MEAN_RGB,
     NUM_RANDOM,
     AugmentConfig,
     _TFOps,
     warp_batch,
 )
+from keras_deeplab.utils import AUGMENT_PARAMS, IGNORE_LABEL
 
 __all__ = ["ArraySource", "AugmentConfig", "IGNORE_LABEL", "IMAGENET_MEAN_RGB", "make_pipeline"]
 

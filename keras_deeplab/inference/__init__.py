@@ -10,16 +10,16 @@ Public API:
     sliding_window_logits
 """
 
-from keras_deeplab.inference.crf import DenseCRF
-from keras_deeplab.inference.crf_search import CRFSearchResult, crf_search
-from keras_deeplab.inference.image_io import ImageReadError, read_image
-from keras_deeplab.inference.palette import (
+from keras_deeplab.data.palette import (
     CITYSCAPES_PALETTE,
     VOC_PALETTE,
     colorize,
     get_palette,
     overlay,
 )
+from keras_deeplab.inference.crf import DenseCRF
+from keras_deeplab.inference.crf_search import CRFSearchResult, crf_search
+from keras_deeplab.inference.image_io import ImageReadError, read_image
 from keras_deeplab.inference.predictor import Predictor
 from keras_deeplab.inference.result import PredictionResult
 from keras_deeplab.inference.runners import UnknownModelTypeError

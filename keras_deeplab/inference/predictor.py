@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 
+from keras_deeplab.data.palette import get_palette
 from keras_deeplab.inference.image_io import ImageReadError, read_image, to_image_array
-from keras_deeplab.inference.palette import get_palette
 from keras_deeplab.inference.result import PredictionResult
 from keras_deeplab.inference.runners import make_runner
 from keras_deeplab.inference.sliding_window import sliding_window_logits

@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 
-from keras_deeplab.inference.palette import colorize
-from keras_deeplab.inference.palette import overlay as blend
+from keras_deeplab.data.palette import colorize
+from keras_deeplab.data.palette import overlay as blend
 
 
 @dataclasses.dataclass

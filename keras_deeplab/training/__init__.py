@@ -4,6 +4,7 @@ Submodules: `losses` (``kd.losses``), `metrics` (``kd.metrics``), `callbacks`
 (``kd.callbacks``), `experiment` (the recipes' train / evaluate wiring).
 """
 
+from keras_deeplab.data.fake_trees import write_fake_cityscapes, write_fake_voc  # noqa: F401
 from keras_deeplab.training import callbacks, experiment, losses, metrics  # noqa: F401
 from keras_deeplab.training.aux import aux_loss, with_aux_targets  # noqa: F401
 from keras_deeplab.training.cityscapes_export import (  # noqa: F401
@@ -26,7 +27,6 @@ from keras_deeplab.training.evaluation import (  # noqa: F401
     predict_probabilities,
     sliding_window_probabilities,
 )
-from keras_deeplab.training.fake_datasets import write_fake_cityscapes, write_fake_voc  # noqa: F401
 from keras_deeplab.training.fit import (  # noqa: F401
     check_dataset_classes,
     check_not_empty,

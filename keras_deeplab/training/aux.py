@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 
+from keras_deeplab.data.batches import split_batch
+
 
 def aux_loss(loss, aux_weight=None):
     """``(loss dict, loss_weights dict)`` for a model with an auxiliary head.
@@ -36,9 +38,11 @@ def aux_loss(loss, aux_weight=None):
 
 
 def _split(element):
-    if isinstance(element, dict):
-        return element["images"], element["segmentation_masks"]
-    return element[0], element[1]
+    images, masks = split_batch(element)
+    if images is None or masks is None:
+        raise ValueError("with_aux_targets needs batches with images and masks "
+                         "({'images', 'segmentation_masks'} dicts or (images, masks) tuples).")
+    return images, masks
 
 
 def with_aux_targets(dataset):

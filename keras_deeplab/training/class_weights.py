@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from keras_deeplab.training._data import iterate_masks
+from keras_deeplab.data.batches import iterate_masks
 
 METHODS = ("median_frequency", "inverse_frequency", "enet")
 

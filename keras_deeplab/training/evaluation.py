@@ -15,8 +15,8 @@ import math
 import keras
 import numpy as np
 
+from keras_deeplab.data.batches import dataset_length, iterate_batches
 from keras_deeplab.np_metrics import confusion_matrix, iou_from_confusion, softmax  # noqa: F401
-from keras_deeplab.training._data import dataset_length, iterate_batches
 from keras_deeplab.training._utils import main_logits, model_num_classes
 
 

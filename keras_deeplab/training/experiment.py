@@ -111,7 +111,7 @@ def _make_loss(loss, class_weights=None, min_kept=100_000):
 
 
 def _num_batches(dataset):
-    from keras_deeplab.training._data import dataset_length
+    from keras_deeplab.data.batches import dataset_length
 
     n = dataset_length(dataset)
     if n is None:
@@ -127,7 +127,7 @@ def _num_batches(dataset):
 
 def prepare_synthetic(dataset, root, image_size=64, num_images=None, seed=0):
     """Writes a fake tree for ``dataset`` under ``root``; returns the data directory."""
-    from keras_deeplab.training import fake_datasets
+    from keras_deeplab.data import fake_trees as fake_datasets
 
     if dataset == "cityscapes":
         return fake_datasets.write_fake_cityscapes(root, num_images, image_size, seed=seed)

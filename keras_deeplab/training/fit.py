@@ -21,7 +21,7 @@ import os
 import keras
 import numpy as np
 
-from keras_deeplab.training._data import iterate_batches
+from keras_deeplab.data.batches import iterate_batches
 from keras_deeplab.training._utils import model_num_classes
 from keras_deeplab.training.evaluate_mean_iou import EvaluateMeanIoU
 from keras_deeplab.training.manifest import (

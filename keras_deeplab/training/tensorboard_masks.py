@@ -8,31 +8,9 @@ import warnings
 import keras
 import numpy as np
 
-from keras_deeplab.training._data import iterate_batches
+from keras_deeplab.data.batches import iterate_batches
+from keras_deeplab.data.palette import colorize, voc_colormap
 from keras_deeplab.training._utils import main_logits
-
-
-def color_palette(num_colors=256):
-    """The PASCAL VOC colour map (bit-interleaved), uint8 (num_colors, 3); 255 maps to white."""
-    palette = np.zeros((num_colors, 3), np.uint8)
-    for i in range(num_colors):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = (r, g, b)
-    if num_colors > 255:
-        palette[255] = (255, 255, 255)
-    return palette
-
-
-def colorize(mask, palette=None):
-    """(…, H, W) integer mask -> (…, H, W, 3) uint8 RGB."""
-    palette = color_palette() if palette is None else np.asarray(palette, np.uint8)
-    mask = np.asarray(mask).astype(np.int64)
-    return palette[np.clip(mask, 0, len(palette) - 1)]
 
 
 class TensorBoardMasks(keras.callbacks.Callback):
@@ -40,7 +18,8 @@ class TensorBoardMasks(keras.callbacks.Callback):
 
     Use it next to `keras.callbacks.TensorBoard(log_dir)`; the panels go to
     ``<log_dir>/masks`` under the tag "predictions" (one row per image:
-    input | ground truth | prediction, VOC colour map, ignore label in white).
+    input | ground truth | prediction), coloured with `keras_deeplab.data.palette.colorize`
+    (the ignore label 255 in `keras_deeplab.data.palette.IGNORE_COLOR`).
 
     Args:
         log_dir: str. TensorBoard log directory.
@@ -48,7 +27,10 @@ class TensorBoardMasks(keras.callbacks.Callback):
             only the first `max_images` images are used.
         max_images: int. Number of images shown. Defaults to 3.
         every_n_epochs: int. Defaults to 1.
-        palette: optional (N, 3) uint8 colour map (e.g. the Cityscapes colours).
+        palette: palette name ("cityscapes", "voc") or (N, 3) colours, see
+            `keras_deeplab.data.palette.get_palette`. Defaults to None: the PASCAL VOC
+            devkit colour map over all 256 ids (`voc_colormap()`), so any class id gets a
+            colour.
 
     Example:
     ```python
@@ -62,7 +44,7 @@ class TensorBoardMasks(keras.callbacks.Callback):
         self.log_dir = os.fspath(log_dir)
         self.max_images = int(max_images)
         self.every_n_epochs = int(every_n_epochs)
-        self.palette = palette
+        self.palette = voc_colormap() if palette is None else palette
         images, masks = [], []
         for x, y in iterate_batches(data):
             images.append(np.asarray(x, np.float32))

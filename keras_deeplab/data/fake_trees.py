@@ -1,9 +1,11 @@
 """Small fake Cityscapes and PASCAL VOC trees in the official on-disk layouts.
 
-The recipes' ``--synthetic`` mode writes one of these and then runs the real code path
-(file listing, decoding, label mapping, augmentation, training, evaluation, export) on it.
+The tests and the recipes' ``--synthetic`` mode write one of these and then run the real code
+path (file listing, decoding, label mapping, augmentation, training, evaluation, export) on it.
 Content comes from `keras_deeplab.data.synthetic_arrays` (textured objects at several scales),
-so a model can actually learn something in a few epochs.
+so a model can actually learn something in a few epochs; each synthetic class is written as a
+real class of the dataset (`SYNTHETIC_CITYSCAPES_CLASSES`, `SYNTHETIC_VOC_CLASSES`), with the label
+table of `keras_deeplab.data.labels` and the palette of `keras_deeplab.data.palette`.
 """
 
 from __future__ import annotations
@@ -12,50 +14,44 @@ import os
 
 import numpy as np
 
-from keras_deeplab.training.cityscapes_export import CITYSCAPES_TRAINID_TO_LABELID
+from keras_deeplab.data.labels import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_LABEL_ID_TO_TRAIN_ID,
+    CITYSCAPES_LABELS,
+    CITYSCAPES_TRAIN_ID_TO_LABEL_ID,
+    VOC_CLASSES,
+)
+from keras_deeplab.data.palette import pil_palette
+from keras_deeplab.data.synthetic import synthetic_arrays
+from keras_deeplab.utils import IGNORE_LABEL
 
-# synthetic class -> Cityscapes trainId / VOC class
-SYNTHETIC_TO_CITYSCAPES_TRAINID = (0, 2, 8, 10, 11, 13, 18, 5)  # road building veg sky ...
-SYNTHETIC_TO_VOC = (0, 15, 7, 8, 12, 3, 5, 9)  # background person car cat dog bird ...
+#: Dataset class written for each synthetic class id 0..7 (background first).
+SYNTHETIC_CITYSCAPES_CLASSES = ("road", "building", "vegetation", "sky", "person", "car",
+                                "bicycle", "pole")
+SYNTHETIC_VOC_CLASSES = ("background", "person", "car", "cat", "dog", "bird", "bottle", "chair")
 
+#: The same as class ids: synthetic class -> Cityscapes trainId / VOC class id.
+SYNTHETIC_TO_CITYSCAPES_TRAINID = tuple(CITYSCAPES_CLASSES.index(n)
+                                        for n in SYNTHETIC_CITYSCAPES_CLASSES)
+SYNTHETIC_TO_VOC = tuple(VOC_CLASSES.index(n) for n in SYNTHETIC_VOC_CLASSES)
 
-def _synthetic(split, num_images, image_size, num_classes, seed):
-    try:
-        from keras_deeplab.data import synthetic_arrays
-    except ImportError:  # data package without the synthetic generator: simple shapes
-        return _simple_shapes(split, num_images, image_size, num_classes, seed)
-    return synthetic_arrays(split, num_images=num_images, image_size=image_size,
-                            num_classes=num_classes, seed=seed)
-
-
-def _simple_shapes(split, num_images, image_size, num_classes, seed):
-    """Rectangles of classes 1..num_classes-1 with class colours and noise on background."""
-    rng = np.random.default_rng([seed, {"train": 0, "val": 1, "test": 2}.get(split, 3)])
-    colors = rng.integers(0, 256, (num_classes, 3))
-    images = np.empty((num_images, image_size, image_size, 3), np.uint8)
-    masks = np.zeros((num_images, image_size, image_size, 1), np.int32)
-    for i in range(num_images):
-        for _ in range(4):
-            c = int(rng.integers(1, num_classes))
-            y0, x0 = rng.integers(0, image_size - 4, 2)
-            h, w = rng.integers(4, max(5, image_size // 2), 2)
-            masks[i, y0:y0 + h, x0:x0 + w, 0] = c
-        noise = rng.normal(0, 20, (image_size, image_size, 3))
-        images[i] = np.clip(colors[masks[i, ..., 0]] + noise, 0, 255).astype(np.uint8)
-    return images, masks
+# Cityscapes classes that get instance ids (one instance per image half) in instanceIds PNGs.
+_INSTANCE_LABEL_IDS = tuple(c.label_id for c in CITYSCAPES_LABELS if c.name in ("person", "car"))
 
 
 def write_fake_cityscapes(root, num_images=None, image_size=64, num_classes=6, seed=0,
                           cities=("aachen", "bochum")):
-    """Writes ``leftImg8bit/`` and ``gtFine/`` (labelIds, labelTrainIds, instanceIds).
+    """Writes ``leftImg8bit/`` and ``gtFine/`` (labelIds, labelTrainIds, instanceIds PNGs).
 
     Images are ``image_size x 2*image_size`` (Cityscapes' 1:2 aspect), two synthetic images
-    side by side; a 2-pixel void frame (labelId 0, "unlabeled") exercises the ignore label.
+    side by side; a 2-pixel void frame (labelId 0, "unlabeled", trainId 255) exercises the
+    ignore label. labelTrainIds files hold what cityscapesscripts' ``createTrainIdLabelImgs``
+    would write (trainIds 0..18, 255 elsewhere).
 
     Args:
         root: str. Output root (created).
         num_images: dict split -> count. Defaults to {"train": 8, "val": 4}.
-        image_size: int. Image height. Defaults to 64.
+        image_size: int. Image height in pixels (>= 32). Defaults to 64.
         num_classes: int. Synthetic classes used (2..8). Defaults to 6.
         seed: int. Defaults to 0.
         cities: city folder names the images are spread over.
@@ -66,9 +62,10 @@ def write_fake_cityscapes(root, num_images=None, image_size=64, num_classes=6, s
     from PIL import Image
 
     num_images = num_images or {"train": 8, "val": 4}
-    lut = np.asarray(CITYSCAPES_TRAINID_TO_LABELID)[list(SYNTHETIC_TO_CITYSCAPES_TRAINID)]
+    lut = CITYSCAPES_TRAIN_ID_TO_LABEL_ID[list(SYNTHETIC_TO_CITYSCAPES_TRAINID)]
     for split, count in num_images.items():
-        images, masks = _synthetic(split, 2 * count, image_size, num_classes, seed)
+        images, masks = synthetic_arrays(split, num_images=2 * count, image_size=image_size,
+                                         num_classes=num_classes, seed=seed)
         for i in range(count):
             city = cities[i % len(cities)]
             stem = f"{city}_{i:06d}_000019"
@@ -76,11 +73,9 @@ def write_fake_cityscapes(root, num_images=None, image_size=64, num_classes=6, s
             classes = np.concatenate([masks[2 * i, ..., 0], masks[2 * i + 1, ..., 0]], axis=1)
             label_ids = lut[classes].astype(np.uint8)
             label_ids[:2], label_ids[-2:], label_ids[:, :2], label_ids[:, -2:] = 0, 0, 0, 0
-            train_ids = np.full(label_ids.shape, 255, np.uint8)
-            for t, lid in enumerate(CITYSCAPES_TRAINID_TO_LABELID):
-                train_ids[label_ids == lid] = t
+            train_ids = CITYSCAPES_LABEL_ID_TO_TRAIN_ID[label_ids]
             instance_ids = label_ids.astype(np.uint16)
-            for lid in (24, 26):  # person, car: one instance per image half
+            for lid in _INSTANCE_LABEL_IDS:
                 half = (np.arange(label_ids.shape[1]) >= image_size)[None, :]
                 inst = (lid * 1000 + half).astype(np.uint16)
                 sel = label_ids == lid
@@ -99,23 +94,15 @@ def write_fake_cityscapes(root, num_images=None, image_size=64, num_classes=6, s
     return root
 
 
-def voc_palette():
-    """The PASCAL VOC palette as a flat list of 768 ints (for ``Image.putpalette``)."""
-    from keras_deeplab.training.tensorboard_masks import color_palette
-
-    palette = color_palette(256)
-    palette[255] = (224, 224, 192)  # VOC's boundary colour
-    return palette.reshape(-1).tolist()
-
-
 def write_fake_voc(root, num_images=None, image_size=64, num_classes=6, seed=0):
     """Writes ``VOCdevkit/VOC2012`` with JPEGImages, palette SegmentationClass PNGs (object
-    boundaries marked 255 as in VOC) and ``ImageSets/Segmentation/{train,val,trainval}.txt``.
+    boundaries marked 255 as in VOC, the devkit colour map as the PNG palette) and
+    ``ImageSets/Segmentation/{<split>,trainval}.txt``.
 
     Args:
         root: str. Output root; the tree is ``root/VOCdevkit/VOC2012``.
         num_images: dict split -> count. Defaults to {"train": 8, "val": 4}.
-        image_size: int. Defaults to 64.
+        image_size: int. Image side in pixels (>= 32). Defaults to 64.
         num_classes: int. Synthetic classes used (2..8). Defaults to 6.
         seed: int. Defaults to 0.
 
@@ -129,10 +116,11 @@ def write_fake_voc(root, num_images=None, image_size=64, num_classes=6, seed=0):
     for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
         os.makedirs(os.path.join(voc, sub), exist_ok=True)
     lut = np.asarray(SYNTHETIC_TO_VOC, np.uint8)
-    palette = voc_palette()
+    palette = pil_palette("voc")
     all_ids = []
     for split, count in num_images.items():
-        images, masks = _synthetic(split, count, image_size, num_classes, seed)
+        images, masks = synthetic_arrays(split, num_images=count, image_size=image_size,
+                                         num_classes=num_classes, seed=seed)
         ids = []
         for i in range(count):
             name = f"2007_{split}_{i:06d}"
@@ -140,7 +128,7 @@ def write_fake_voc(root, num_images=None, image_size=64, num_classes=6, seed=0):
             edge = np.zeros(classes.shape, bool)
             edge[1:] |= classes[1:] != classes[:-1]
             edge[:, 1:] |= classes[:, 1:] != classes[:, :-1]
-            classes = np.where(edge, 255, classes).astype(np.uint8)
+            classes = np.where(edge, IGNORE_LABEL, classes).astype(np.uint8)
             Image.fromarray(images[i]).save(os.path.join(voc, "JPEGImages", f"{name}.jpg"),
                                             quality=95)
             png = Image.fromarray(classes, mode="P")
