@@ -2,7 +2,7 @@
 
 import numpy as np
 
-IGNORE_LABEL = 255
+from keras_deeplab.utils import IGNORE_LABEL
 
 
 def softmax(logits, axis=-1):

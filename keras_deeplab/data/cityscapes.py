@@ -2,8 +2,8 @@
 
 Layout: `root/leftImg8bit/<split>/<city>/<name>_leftImg8bit.png` and
 `root/gtFine/<split>/<city>/<name>_gtFine_labelIds.png` (or `gtCoarse` with `annotation="coarse"`).
-The 34 labelIds map to the 19 trainIds of `cityscapesscripts.helpers.labels`; everything else
-becomes 255.
+The 34 labelIds map to the 19 trainIds of `cityscapesscripts.helpers.labels` (the table in
+`keras_deeplab.data.labels`); everything else becomes the ignore label 255.
 """
 
 import os
@@ -13,14 +13,12 @@ import tensorflow as tf
 
 from keras_deeplab.data import pipeline as _pipeline
 from keras_deeplab.data._files import read_image_file
+from keras_deeplab.data.labels import CITYSCAPES_LABEL_ID_TO_TRAIN_ID, CITYSCAPES_NUM_CLASSES
+from keras_deeplab.utils import IGNORE_LABEL
 
-NUM_CLASSES = 19
-# labelId -> trainId, identical to cityscapesscripts.helpers.labels (tested against it)
-_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
-              24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-LABEL_ID_TO_TRAIN_ID = np.full(256, 255, np.int32)
-for _label_id, _train_id in _TRAIN_IDS.items():
-    LABEL_ID_TO_TRAIN_ID[_label_id] = _train_id
+NUM_CLASSES = CITYSCAPES_NUM_CLASSES
+#: int32 (256,): labelId -> trainId (`keras_deeplab.data.labels`, as int32 for `tf.gather`).
+LABEL_ID_TO_TRAIN_ID = CITYSCAPES_LABEL_ID_TO_TRAIN_ID.astype(np.int32)
 
 
 def label_ids_to_train_ids(label_ids):
@@ -87,7 +85,7 @@ class CityscapesSource:
         tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(raw)[:2], message=tf.strings.join(
             ["image/label size mismatch: ", image_path, " vs ", mask_path]))
         if self.label_type == "labelTrainIds":
-            valid = (raw < NUM_CLASSES) | (raw == 255)
+            valid = (raw < NUM_CLASSES) | (raw == IGNORE_LABEL)
             tf.debugging.assert_equal(tf.reduce_all(valid), True, message=tf.strings.join(
                 ["labelTrainIds file ", mask_path, " holds values other than 0..18 and 255; "
                  "regenerate it with createTrainIdLabelImgs or use label_type='labelIds'"]))

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_deeplab.data import pipeline as _pipeline
 from keras_deeplab.data._files import read_image_file
+from keras_deeplab.utils import IGNORE_LABEL
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_EXTENSIONS = (".png", ".bmp")
@@ -52,8 +53,8 @@ class FolderSource:
             failing. Defaults to False.
     """
 
-    def __init__(self, images_dir, masks_dir, num_classes, value_map=None, ignore_label=255,
-                 invalid_to_ignore=False):
+    def __init__(self, images_dir, masks_dir, num_classes, value_map=None,
+                 ignore_label=IGNORE_LABEL, invalid_to_ignore=False):
         images = _list_by_stem(images_dir, IMAGE_EXTENSIONS, "image")
         masks = _list_by_stem(masks_dir, MASK_EXTENSIONS, "mask")
         no_mask = sorted(set(images) - set(masks))
@@ -111,7 +112,7 @@ class FolderSource:
         return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def folder(images_dir, masks_dir, num_classes, value_map=None, ignore_label=255,
+def folder(images_dir, masks_dir, num_classes, value_map=None, ignore_label=IGNORE_LABEL,
            invalid_to_ignore=False, batch_size=8, training=False, crop_size=None, output="dict",
            augment=None, **pipeline_kwargs):
     """Dataset from a folder of images and a folder of masks matched by file stem.

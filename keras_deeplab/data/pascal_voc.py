@@ -14,8 +14,10 @@ import tensorflow as tf
 
 from keras_deeplab.data import pipeline as _pipeline
 from keras_deeplab.data._files import read_image_file
+from keras_deeplab.data.labels import VOC_NUM_CLASSES
+from keras_deeplab.utils import IGNORE_LABEL
 
-NUM_CLASSES = 21
+NUM_CLASSES = VOC_NUM_CLASSES
 
 
 def _read_list(path):
@@ -119,7 +121,7 @@ class PascalVOCSource:
         tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(mask)[:2], message=tf.strings.join(
             ["image/mask size mismatch: ", image_path, " vs ", mask_path]))
         mask = tf.cast(mask, tf.int32)
-        valid = (mask < NUM_CLASSES) | (mask == 255)
+        valid = (mask < NUM_CLASSES) | (mask == IGNORE_LABEL)
         tf.debugging.assert_equal(tf.reduce_all(valid), True, message=tf.strings.join(
             ["mask ", mask_path, " holds values outside 0..20 and 255"]))
         return {"images": image, "segmentation_masks": mask}

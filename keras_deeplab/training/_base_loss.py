@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_deeplab.training._utils import squeeze_mask
+from keras_deeplab.utils import IGNORE_LABEL
 
 
 class SegmentationLoss(keras.losses.Loss):
@@ -20,7 +21,8 @@ class SegmentationLoss(keras.losses.Loss):
     head) the returned value is ``loss(logits) + aux_weight * loss(aux_logits)``.
     """
 
-    def __init__(self, ignore_class=255, aux_weight=0.4, name=None, reduction="sum_over_batch_size"):
+    def __init__(self, ignore_class=IGNORE_LABEL, aux_weight=0.4, name=None,
+                 reduction="sum_over_batch_size"):
         super().__init__(name=name, reduction=reduction, dtype="float32")
         self.ignore_class = None if ignore_class is None else int(ignore_class)
         self.aux_weight = float(aux_weight)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from keras_deeplab.training._utils import main_logits, squeeze_mask
+from keras_deeplab.utils import IGNORE_LABEL
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
@@ -27,7 +28,7 @@ class ClassIoU(keras.metrics.IoU):
     ```
     """
 
-    def __init__(self, num_classes, class_id, ignore_class=255, name=None, dtype=None):
+    def __init__(self, num_classes, class_id, ignore_class=IGNORE_LABEL, name=None, dtype=None):
         if not 0 <= int(class_id) < int(num_classes):
             raise ValueError(f"class_id must be in [0, {num_classes}), got {class_id}")
         self.class_id = int(class_id)
@@ -44,7 +45,7 @@ class ClassIoU(keras.metrics.IoU):
                 "ignore_class": self.ignore_class, "name": self.name, "dtype": self.dtype}
 
 
-def per_class_iou_metrics(num_classes, class_names=None, ignore_class=255, prefix="iou_"):
+def per_class_iou_metrics(num_classes, class_names=None, ignore_class=IGNORE_LABEL, prefix="iou_"):
     """One `ClassIoU` per class, named ``prefix + class_name`` (or the class id)."""
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class_names given for {num_classes} classes.")

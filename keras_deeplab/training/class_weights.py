@@ -7,11 +7,12 @@ import warnings
 import numpy as np
 
 from keras_deeplab.data.batches import iterate_masks
+from keras_deeplab.utils import IGNORE_LABEL
 
 METHODS = ("median_frequency", "inverse_frequency", "enet")
 
 
-def count_pixels(dataset, num_classes, ignore_class=255, max_batches=None, progress=True):
+def count_pixels(dataset, num_classes, ignore_class=IGNORE_LABEL, max_batches=None, progress=True):
     """Counts labelled pixels per class over a dataset.
 
     Args:
@@ -55,8 +56,8 @@ def count_pixels(dataset, num_classes, ignore_class=255, max_batches=None, progr
     return counts, image_pixels
 
 
-def compute_class_weights(dataset, num_classes, method="median_frequency", ignore_class=255,
-                          max_batches=None, progress=True):
+def compute_class_weights(dataset, num_classes, method="median_frequency",
+                          ignore_class=IGNORE_LABEL, max_batches=None, progress=True):
     """Per-class loss weights from the label statistics of a dataset.
 
     Methods:

@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_deeplab.training._base_loss import SegmentationLoss
 from keras_deeplab.training._utils import valid_labels
+from keras_deeplab.utils import IGNORE_LABEL
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
@@ -45,7 +46,7 @@ class CrossEntropy(SegmentationLoss):
 
     def __init__(
         self,
-        ignore_class=255,
+        ignore_class=IGNORE_LABEL,
         class_weights=None,
         aux_weight=0.4,
         label_smoothing=0.0,

@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_deeplab.training._base_loss import SegmentationLoss
 from keras_deeplab.training._utils import valid_labels
+from keras_deeplab.utils import IGNORE_LABEL
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
@@ -38,7 +39,7 @@ class DiceLoss(SegmentationLoss):
     a deep learning loss function", DLMIA 2017.
     """
 
-    def __init__(self, ignore_class=255, smooth=1.0, classes="present", aux_weight=0.4,
+    def __init__(self, ignore_class=IGNORE_LABEL, smooth=1.0, classes="present", aux_weight=0.4,
                  name="dice", reduction="sum_over_batch_size"):
         super().__init__(ignore_class=ignore_class, aux_weight=aux_weight, name=name,
                          reduction=reduction)

@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_deeplab.training._base_loss import SegmentationLoss
 from keras_deeplab.training._utils import valid_labels
+from keras_deeplab.utils import IGNORE_LABEL
 
 
 def _lovasz_grad(gt_sorted):
@@ -47,8 +48,8 @@ class LovaszSoftmax(SegmentationLoss):
     for the optimization of the intersection-over-union measure in neural networks", CVPR 2018.
     """
 
-    def __init__(self, ignore_class=255, classes="present", per_image=False, aux_weight=0.4,
-                 name="lovasz_softmax", reduction="sum_over_batch_size"):
+    def __init__(self, ignore_class=IGNORE_LABEL, classes="present", per_image=False,
+                 aux_weight=0.4, name="lovasz_softmax", reduction="sum_over_batch_size"):
         super().__init__(ignore_class=ignore_class, aux_weight=aux_weight, name=name,
                          reduction=reduction)
         if classes not in ("all", "present"):

@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_deeplab.np_metrics import iou_from_confusion
 from keras_deeplab.training._utils import main_logits, squeeze_mask
+from keras_deeplab.utils import IGNORE_LABEL
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
@@ -33,7 +34,7 @@ class MeanIoU(keras.metrics.MeanIoU):
     ```
     """
 
-    def __init__(self, num_classes, ignore_class=255, name="mean_iou", dtype=None):
+    def __init__(self, num_classes, ignore_class=IGNORE_LABEL, name="mean_iou", dtype=None):
         super().__init__(num_classes=num_classes, ignore_class=ignore_class,
                          sparse_y_true=True, sparse_y_pred=False, name=name, dtype=dtype)
 

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_deeplab.training.cross_entropy import CrossEntropy
+from keras_deeplab.utils import IGNORE_LABEL
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
@@ -42,8 +43,8 @@ class OHEMCrossEntropy(CrossEntropy):
     Deep Fully Convolutional Networks", 2016.
     """
 
-    def __init__(self, threshold=0.7, min_kept=100_000, ignore_class=255, class_weights=None,
-                 aux_weight=0.4, label_smoothing=0.0, name="ohem_cross_entropy",
+    def __init__(self, threshold=0.7, min_kept=100_000, ignore_class=IGNORE_LABEL,
+                 class_weights=None, aux_weight=0.4, label_smoothing=0.0, name="ohem_cross_entropy",
                  reduction="sum_over_batch_size"):
         super().__init__(ignore_class=ignore_class, class_weights=class_weights,
                          aux_weight=aux_weight, label_smoothing=label_smoothing, name=name,

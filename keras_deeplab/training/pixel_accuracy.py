@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_deeplab.training.mean_iou import MeanIoU
+from keras_deeplab.utils import IGNORE_LABEL
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
@@ -27,7 +28,7 @@ class PixelAccuracy(MeanIoU):
     ```
     """
 
-    def __init__(self, num_classes, ignore_class=255, name="pixel_accuracy", dtype=None):
+    def __init__(self, num_classes, ignore_class=IGNORE_LABEL, name="pixel_accuracy", dtype=None):
         super().__init__(num_classes=num_classes, ignore_class=ignore_class, name=name,
                          dtype=dtype)
 
