@@ -9,7 +9,7 @@ from PIL import Image
 
 import keras_deeplab as kd
 from keras_deeplab.inference import DenseCRF, Predictor
-from keras_deeplab.inference.sliding_window import sliding_window_logits, tile_starts
+from keras_deeplab.inference.engine import PredictionEngine, window_starts
 
 
 def _softmax(x):
@@ -48,7 +48,8 @@ def _image(h, w, seed=0):
 
 
 def _reference(model, image):
-    return _softmax(keras.ops.convert_to_numpy(model(image[None].astype(np.float32)))[0])
+    """Softmax of ``model.predict`` (Keras' compiled predict step, as the Predictor runs)."""
+    return _softmax(model.predict(image[None].astype(np.float32), verbose=0)[0])
 
 
 # -- palettes ----------------------------------------------------------------------------
@@ -157,19 +158,49 @@ def test_sliding_window_equals_full_image_for_a_pointwise_model():
     model = keras.Model(inp, keras.layers.Conv2D(3, 1)(inp))
     image = _image(50, 77, seed=4).astype(np.float32)
     full = keras.ops.convert_to_numpy(model(image[None]))[0]
-
-    def run(x):
-        return keras.ops.convert_to_numpy(model(x))
-
-    tiled = sliding_window_logits(run, image, (32, 32), overlap=0.25, batch_size=3)
-    np.testing.assert_allclose(tiled, full, atol=1e-5)
-    small = sliding_window_logits(run, image[:20, :25], (32, 32))  # padded, cropped back
-    np.testing.assert_allclose(small, full[:20, :25], atol=1e-5)
-    starts = tile_starts(77, 32, 0.25)
-    assert starts[0] == 0 and starts[-1] == 77 - 32
-    assert all(b - a <= 24 for a, b in zip(starts, starts[1:]))
+    tiled = PredictionEngine(model, sliding_window=(32, 32), overlap=0.25, batch_size=3)
+    np.testing.assert_allclose(tiled.probabilities(image), _softmax(full), atol=1e-5)
+    # smaller than the window: one window of the image's size
+    np.testing.assert_allclose(tiled.probabilities(image[:20, :25]), _softmax(full[:20, :25]),
+                               atol=1e-5)
+    assert window_starts(77, 32, 0.25) == [0, 24, 45]  # stride ceil(32 * 0.75) = 24
     pred = Predictor(model, sliding_window=(32, 32), palette="voc")
     np.testing.assert_allclose(pred.predict(image).probabilities, _softmax(full), atol=1e-5)
+
+
+def test_fixed_size_tflite_tiles_pad_and_crop(model, exported):
+    # Reference: the Keras model run on each window, padded by symmetric reflection to the
+    # TFLite model's fixed 48x48 input and cropped back; softmax averaged in NumPy.
+    image = _image(30, 70, seed=9)
+    pred = Predictor(exported["tflite_fixed"], sliding_window=(48, 48))
+    got = pred.predict(image).probabilities
+    padded = np.pad(image.astype(np.float32), ((0, 18), (0, 0), (0, 0)), mode="symmetric")
+    total, count = np.zeros((30, 70, 4)), np.zeros((30, 70, 1))
+    for x0 in (0, 22):  # stride ceil(48 * 2/3) = 32 > 70 - 48: the last window at 22
+        tile = padded[None, :, x0:x0 + 48]
+        total[:, x0:x0 + 48] += _softmax(keras.ops.convert_to_numpy(model(tile))[0])[:30]
+        count[:, x0:x0 + 48] += 1
+    np.testing.assert_allclose(got, total / count, atol=1e-4)
+
+
+def test_predictor_output_stride_and_flip(model):
+    # Reference: the same architecture built at OS8 with the OS16 weights, run directly on
+    # the image and its mirror; probabilities averaged in NumPy.
+    reference = kd.models.DeepLabV3Plus(
+        num_classes=4, backbone="resnet18", backbone_kwargs={"base_filters": 8},
+        output_stride=8, aspp_filters=16, decoder_filters=16,
+    )
+    reference.set_weights(model.get_weights())
+    image = _image(40, 56, seed=10)
+    x = image[None].astype(np.float32)
+    direct = _softmax(keras.ops.convert_to_numpy(reference(x))[0])
+    mirrored = _softmax(keras.ops.convert_to_numpy(reference(x[:, :, ::-1].copy()))[0])[:, ::-1]
+    pred = Predictor(model, output_stride=8, flip=True, palette="voc")
+    assert pred.output_stride == 8 and pred.flip and model.output_stride == 16
+    np.testing.assert_allclose(pred.predict(image).probabilities, (direct + mirrored) / 2,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="output_stride=8 needs a Keras model"):
+        Predictor(lambda x: x, output_stride=8)
 
 
 def test_predictor_with_crf_refines_probabilities(model):

@@ -5,20 +5,9 @@ import os
 import numpy as np
 
 from keras_deeplab.data.palette import get_palette
+from keras_deeplab.inference.engine import PredictionEngine
 from keras_deeplab.inference.image_io import ImageReadError, read_image, to_image_array
 from keras_deeplab.inference.result import PredictionResult
-from keras_deeplab.inference.runners import make_runner
-from keras_deeplab.inference.sliding_window import sliding_window_logits
-from keras_deeplab.np_metrics import softmax
-
-
-def _resize_bilinear(x, size):
-    """Bilinear resize (half-pixel centres, as the models) of (H, W, C) floats."""
-    import tensorflow as tf
-
-    if tuple(x.shape[:2]) == tuple(size):
-        return np.asarray(x, np.float32)
-    return tf.image.resize(np.asarray(x, np.float32)[None], size, method="bilinear").numpy()[0]
 
 
 class Predictor:
@@ -26,30 +15,46 @@ class Predictor:
 
     Runs a `keras.Model`, a `.keras` file, a SavedModel directory (from
     `kd.export.saved_model` or `model.export`) or a `.tflite` file (LiteRT
-    interpreter) behind one interface.
+    interpreter) behind one interface. Probabilities come from
+    `keras_deeplab.inference.engine.PredictionEngine`, the engine `kd.training.evaluate`
+    uses too, so the same settings give the labels evaluation scored.
 
-    Size handling, in order:
+    Size handling (see the engine for the details):
 
-    - `sliding_window=(h, w)`: the image is tiled at its own resolution with
-      overlapping windows whose logits are averaged (images smaller than the
-      window are padded). With a fixed-size TFLite model the window must be
-      its input size.
-    - `input_size=(h, w)`, or a TFLite/SavedModel with a fixed input size:
-      the image is resized bilinearly to that size and the logits resized
-      back to the image size.
+    - `input_size=(h, w)`, or a TFLite/SavedModel with a fixed input size (and no
+      sliding window): the image is resized bilinearly to that size and the
+      probabilities resized back to the image size.
+    - `sliding_window=(h, w)`: each view is tiled with overlapping windows
+      (stride `ceil(window * (1 - overlap))`, last window aligned with the end) whose
+      softmax probabilities are averaged. A view smaller than the window is one
+      window of its own size; a fixed-size model gets it padded (symmetric
+      reflection) and the output cropped back. With a fixed-size TFLite model the
+      window must be its input size.
+    - `scales` / `flip`: views at several scales and mirrored, probabilities averaged.
     - otherwise the model runs on the image as it is.
 
     Args:
         model: keras.Model or str path (`.keras`, SavedModel dir, `.tflite`).
         crf: `kd.inference.DenseCRF` or None. Refines the probabilities at
             the image resolution. Defaults to None.
-        input_size: (height, width) or None. Defaults to None.
-        sliding_window: (height, width) or None. Defaults to None.
-        overlap: float. Sliding-window overlap fraction. Defaults to 1/3.
+        input_size: int, (height, width) or None. Defaults to None.
+        sliding_window: int, (height, width) or None. Defaults to None.
+        overlap: float in [0, 1). Sliding-window overlap fraction. Defaults to 1/3.
         palette: `"cityscapes"`, `"voc"` or a list of (r, g, b) colours, at
             least one per class. Defaults to `"cityscapes"`.
         overlay_alpha: float. Colour-map opacity in overlays. Defaults to 0.5.
         num_threads: int or None. TFLite interpreter threads. Defaults to None.
+        scales: sequence of float > 0. Test scales (multi-scale inference). Defaults
+            to (1.0,).
+        flip: bool. Also average the left-right mirrored image. Defaults to False.
+        output_stride: int or None. Run a Keras model rebuilt at this output stride
+            with the same weights (e.g. 8 for a model trained at 16). Raises for
+            exported models. Defaults to None.
+        batch_size: int. Windows per model call. Defaults to 4.
+
+    Raises:
+        ValueError: settings a fixed-size model cannot take, a palette shorter than
+            the number of classes, or an out-of-range setting.
 
     Example:
 
@@ -58,6 +63,8 @@ class Predictor:
     labels = pred("street.png")                  # (H, W) int32
     result = pred.predict("street.png")          # labels, probabilities, color(), overlay()
     report = pred.predict_folder("images/", "results/")
+    tta = kd.inference.Predictor(model, sliding_window=769, scales=(0.75, 1.0, 1.25),
+                                 flip=True, output_stride=8)
     ```
     """
 
@@ -71,58 +78,51 @@ class Predictor:
         palette="cityscapes",
         overlay_alpha=0.5,
         num_threads=None,
+        scales=(1.0,),
+        flip=False,
+        output_stride=None,
+        batch_size=4,
     ):
-        self.runner = make_runner(model, num_threads=num_threads)
+        self.engine = PredictionEngine(
+            model,
+            sliding_window=sliding_window,
+            overlap=overlap,
+            scales=scales,
+            flip=flip,
+            output_stride=output_stride,
+            input_size=input_size,
+            batch_size=batch_size,
+            num_threads=num_threads,
+        )
+        self.runner = self.engine.runner
         self.model_path = None if not isinstance(model, (str, os.PathLike)) else os.fspath(model)
         self.crf = crf
-        self.overlap = float(overlap)
         self.palette = palette
         self.overlay_alpha = float(overlay_alpha)
-        self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
-        self.sliding_window = (
-            None if sliding_window is None else (int(sliding_window[0]), int(sliding_window[1]))
-        )
-        fixed = self.runner.fixed_input_size
-        if fixed is not None:
-            what = f"This {self.runner.kind} model" + (
-                f" ({self.model_path})" if self.model_path else ""
-            )
-            if self.sliding_window is not None and self.sliding_window != fixed:
-                raise ValueError(
-                    f"{what} expects {fixed[0]}x{fixed[1]} (HxW) inputs, fixed at export, "
-                    f"so it cannot run {self.sliding_window[0]}x{self.sliding_window[1]} "
-                    f"sliding windows. Use sliding_window={fixed} or re-export with "
-                    "input_size=None (dynamic size)."
-                )
-            if self.input_size is not None and self.input_size != fixed:
-                raise ValueError(
-                    f"{what} expects {fixed[0]}x{fixed[1]} (HxW) inputs, fixed at export; "
-                    f"input_size={self.input_size} cannot be used. Pass input_size=None "
-                    f"(images are then resized to {fixed[0]}x{fixed[1]}) or re-export "
-                    "with input_size=None."
-                )
-            if self.sliding_window is None:
-                self.input_size = fixed
-        self.num_classes = self.runner.num_classes
+        self.num_classes = self.engine.num_classes
         if self.num_classes is not None:
             get_palette(palette, self.num_classes)  # fail early on a short palette
+
+    # The engine's settings, read through the predictor.
+    input_size = property(lambda self: self.engine.input_size)
+    sliding_window = property(lambda self: self.engine.sliding_window)
+    overlap = property(lambda self: self.engine.overlap)
+    scales = property(lambda self: self.engine.scales)
+    flip = property(lambda self: self.engine.flip)
+    output_stride = property(lambda self: self.engine.output_stride)
 
     # -- core -----------------------------------------------------------------
 
     def logits(self, image):
-        """Scores (H, W, C) for a uint8/float (H, W, 3) image (softmax -> probabilities)."""
-        image = np.asarray(image, np.float32)
-        height, width = image.shape[:2]
-        if self.sliding_window is not None:
-            return sliding_window_logits(self.runner, image, self.sliding_window, self.overlap)
-        if self.input_size is not None and self.input_size != (height, width):
-            resized = _resize_bilinear(image, self.input_size)
-            scores = self.runner(resized[None])[0]
-            return _resize_bilinear(scores, (height, width))
-        return self.runner(image[None])[0]
+        """Log-probabilities (H, W, C) float32 of a uint8/float (H, W, 3) image.
+
+        The log of `PredictionEngine.probabilities` (clipped at 1e-30): averaged
+        probabilities have no logits, but their softmax is these probabilities again.
+        """
+        return np.log(np.maximum(self._probabilities(image), np.float32(1e-30)))
 
     def _probabilities(self, image):
-        probs = softmax(self.logits(image))
+        probs = self.engine.probabilities(np.asarray(image, np.float32)[None])[0]
         if self.num_classes is None:
             self.num_classes = probs.shape[-1]
             get_palette(self.palette, self.num_classes)
