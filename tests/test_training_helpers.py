@@ -1,10 +1,13 @@
-"""Shared helpers for the training tests (no tests here): run code in a fresh interpreter."""
+"""Shared helpers for the training tests (`run_python`: run code in a fresh interpreter) and
+tests of the small training helpers (run manifests)."""
 
 import json
 import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 def run_python(code, timeout=300, env=None, cwd=None):
@@ -24,3 +27,36 @@ def run_python(code, timeout=300, env=None, cwd=None):
                              f"{proc.stderr[-5000:]}")
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     return json.loads(lines[-1])
+
+
+# -- run manifests ------------------------------------------------------------------------
+
+
+def test_manifest_uses_the_provenance_schema(tmp_path):
+    import keras
+    import numpy as np
+
+    from keras_deeplab.provenance import SCHEMA
+    from keras_deeplab.training.manifest import read_manifest, write_manifest
+
+    run = tmp_path / "run1"
+    write_manifest(str(run), config={"lr": np.float32(0.5), "sizes": (1, 2)},
+                   dataset={"name": "toy"}, recipe="pytest")
+    first = read_manifest(str(run))
+    write_manifest(str(run), metrics={"final": {"val_miou": float("nan"), "loss": np.float64(1)}},
+                   extra={"status": "finished", "schema": "overwritten?"})
+    text = (run / "manifest.json").read_text()
+    manifest = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert manifest["schema"] == SCHEMA and manifest["kind"] == "run"
+    assert manifest["run"] == "run1" and manifest["created"] == first["created"]
+    assert manifest["config"] == {"lr": 0.5, "sizes": [1, 2]} and manifest["recipe"] == "pytest"
+    assert manifest["metrics"] == {"final": {"val_miou": None, "loss": 1.0}}
+    assert manifest["status"] == "finished" and manifest["dataset"] == {"name": "toy"}
+    # versions and commit, checked against keras itself and the git command line
+    assert manifest["environment"]["keras"] == keras.__version__
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__)))
+    if head.returncode == 0:  # a git checkout (CI and development): the commit is recorded
+        assert manifest["git"]["commit"] == head.stdout.strip()
+    else:
+        assert manifest["git"] is None

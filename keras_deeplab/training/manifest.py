@@ -1,104 +1,63 @@
-"""Run manifests: ``saved_models/<run>/manifest.json`` records what produced a model."""
+"""Run manifests: ``saved_models/<run>/manifest.json`` records what produced a model.
+
+A manifest is a `keras_deeplab.provenance` record of kind ``"run"`` (the schema shared with
+the export sidecars: ``schema``, ``kind``, ``created``, ``git``, ``environment``) plus the
+run's own fields: ``run``, ``updated``, ``config``, ``dataset``, ``metrics``, ``recipe``,
+``status`` ....
+"""
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os
-import platform
-import subprocess
-import sys
 
 import keras
-import numpy as np
+
+from keras_deeplab.provenance import jsonable, now, provenance, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 
-
-def git_commit(path=None):
-    """``{"commit": sha, "dirty": bool}`` of the git checkout holding ``path`` (or None)."""
-    path = path or os.path.dirname(os.path.abspath(__file__))
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=path, capture_output=True, text=True, timeout=10).stdout
-        return {"commit": sha, "dirty": bool(status.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def jsonable(value):
-    """Converts NumPy values, tuples and non-finite floats to plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def environment():
-    """Versions of Python, Keras and the backend."""
-    env = {"python": sys.version.split()[0], "keras": keras.__version__,
-           "backend": keras.backend.backend(), "platform": platform.platform()}
-    try:
-        from keras_deeplab import __version__
-
-        env["keras_deeplab"] = __version__
-    except ImportError:  # pragma: no cover
-        pass
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        env["tensorflow"] = tf.__version__
-    return env
+# Written by `provenance` on every update; never carried over from the previous file.
+_PROVENANCE_KEYS = ("schema", "kind", "created", "git", "environment")
 
 
 def write_manifest(run_dir, config=None, dataset=None, metrics=None, recipe=None, extra=None):
-    """Writes (or updates) ``<run_dir>/manifest.json``.
+    """Writes (or updates) ``<run_dir>/manifest.json`` atomically.
 
     Fields: ``config`` (the run's hyper-parameters), ``dataset`` (name, root, splits,
-    sizes), ``metrics`` (final and best values), ``recipe`` (command line), ``git``
-    (commit and dirty flag), ``environment`` (versions), ``created`` / ``updated``
-    timestamps. Existing fields are kept unless given again.
+    sizes), ``metrics`` (final and best values, merged with the previous ones), ``recipe``
+    (command line), ``git`` (commit and dirty flag), ``environment`` (versions), ``created``
+    (first write) / ``updated`` timestamps, in the `keras_deeplab.provenance` schema with
+    ``kind="run"``. Existing fields are kept unless given again; NaN/inf become null.
+
+    Args:
+        run_dir: str. The run directory (created).
+        config, dataset, metrics, recipe: JSON-able values (NumPy values are converted) or
+            None to keep the previous value.
+        extra: dict or None. More top-level fields (e.g. ``{"status": "finished"}``).
 
     Returns:
         The path of the manifest.
     """
     os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, MANIFEST_NAME)
-    manifest = read_manifest(run_dir) or {}
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    manifest.setdefault("created", now)
-    manifest["updated"] = now
-    manifest.setdefault("run", os.path.basename(os.path.normpath(run_dir)))
+    previous = read_manifest(run_dir) or {}
+    fields = {k: v for k, v in previous.items() if k not in _PROVENANCE_KEYS}
+    fields.setdefault("run", os.path.basename(os.path.normpath(run_dir)))
+    fields["updated"] = now()
     if config is not None:
-        manifest["config"] = jsonable(config)
+        fields["config"] = config
     if dataset is not None:
-        manifest["dataset"] = jsonable(dataset)
+        fields["dataset"] = dataset
     if metrics is not None:
-        manifest["metrics"] = {**manifest.get("metrics", {}), **jsonable(metrics)}
+        fields["metrics"] = {**fields.get("metrics", {}), **jsonable(metrics)}
     if recipe is not None:
-        manifest["recipe"] = jsonable(recipe)
+        fields["recipe"] = recipe
     if extra:
-        manifest.update(jsonable(extra))
-    manifest["git"] = git_commit()
-    manifest["environment"] = environment()
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True, allow_nan=False)
-    os.replace(tmp, path)
-    return path
+        fields.update({k: v for k, v in extra.items() if k not in _PROVENANCE_KEYS})
+    record = provenance("run", **fields)
+    record["created"] = previous.get("created", record["created"])
+    return write_json_atomic(os.path.join(run_dir, MANIFEST_NAME), record)
 
 
 def read_manifest(run_dir):
