@@ -5,6 +5,7 @@ from keras_deeplab.version import __version__  # noqa: F401
 from keras_deeplab import (  # noqa: E402,F401  # noqa: E402,F401
     backbones,
     data,  # noqa: E402,F401
+    evaluation,
     export,
     inference,
     layers,

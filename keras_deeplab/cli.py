@@ -269,7 +269,7 @@ def cmd_crf_search(args):
     from keras_deeplab.training import experiment
 
     if args.dataset == "cityscapes":
-        from keras_deeplab.training.cityscapes_export import cityscapes_eval_batches
+        from keras_deeplab.evaluation.cityscapes import cityscapes_eval_batches
 
         data = cityscapes_eval_batches(args.data_dir, args.split)
     else:

@@ -101,9 +101,9 @@ def test_fake_trees_layout(tmp_path):
     train_ids = Image.open(gt.replace("labelIds", "labelTrainIds"))
     import numpy as np
 
-    from keras_deeplab.training.cityscapes_export import labelid_to_trainid_lut
+    from keras_deeplab.data.labels import CITYSCAPES_LABEL_ID_TO_TRAIN_ID
 
-    np.testing.assert_array_equal(labelid_to_trainid_lut()[np.asarray(label_ids)],
+    np.testing.assert_array_equal(CITYSCAPES_LABEL_ID_TO_TRAIN_ID[np.asarray(label_ids)],
                                   np.asarray(train_ids))
     voc = kd.training.write_fake_voc(str(tmp_path / "voc"), {"train": 2}, image_size=32)
     png = Image.open(os.path.join(voc, "VOC2012", "SegmentationClass", "2007_train_000000.png"))

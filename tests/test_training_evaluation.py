@@ -1,14 +1,17 @@
 """Evaluation: sliding window / TTA against whole-image references; the mIoU callback."""
 
 import json
+import math
 import os
+from fractions import Fraction
 
 import keras
 import numpy as np
 import pytest
 
 import keras_deeplab as kd
-from keras_deeplab.training import evaluation
+from keras_deeplab.inference import engine
+from keras_deeplab.inference.engine import predict_probabilities
 
 IGNORE = 255
 
@@ -32,23 +35,36 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def test_window_positions_cover_everything():
-    for length, window, stride in [(100, 30, 20), (30, 30, 10), (20, 30, 10), (101, 40, 27)]:
-        starts, size = evaluation.window_positions(length, window, stride)
+def test_window_starts_match_hand_counted_positions():
+    # Independent reference: positions counted by hand from the documented rule
+    # (stride ceil(window * (1 - overlap)), last window aligned with the end).
+    assert engine.window_starts(70, 32, 1 / 3) == [0, 22, 38]  # the issue's 50x70 image
+    assert engine.window_starts(50, 32, 1 / 3) == [0, 18]
+    assert engine.window_starts(60, 30, 1 / 3) == [0, 20, 30]  # 30 * 2/3 is 20, not 21
+    assert engine.window_starts(10, 6, 0.5) == [0, 3, 4]
+    assert engine.window_starts(20, 30, 0.5) == [0]  # shorter than the window: one window
+    assert engine.window_starts(64, 16, 0.0) == [0, 16, 32, 48]
+    for length, window, overlap in [(100, 30, 1 / 3), (30, 30, 0.5), (101, 40, 0.3),
+                                    (769, 512, 0.25), (2048, 769, 1 / 3)]:
+        starts = engine.window_starts(length, window, overlap)
+        size = min(window, length)
         covered = np.zeros(length, int)
         for s in starts:
             covered[s:s + size] += 1
-        assert covered.min() >= 1 and starts[-1] + size == length and size <= length
+        assert covered.min() >= 1 and starts[0] == 0 and starts[-1] + size == length
+        # exact rational stride: ceil(window * (1 - overlap)) without float round-off
+        stride = math.ceil(window * (1 - Fraction(overlap).limit_denominator(1000)))
+        steps = np.diff(starts)
+        assert (steps[:-1] == stride).all() and ((0 < steps[-1:]) & (steps[-1:] <= stride)).all()
 
 
 def test_sliding_window_equals_whole_image_for_pointwise_model():
     model = pointwise_model()
     images = _images()
-    whole = evaluation.predict_probabilities(model, images)
+    whole = predict_probabilities(model, images)
     np.testing.assert_allclose(whole, _softmax(model.predict(images, verbose=0)), atol=1e-6)
     for window, overlap in [(16, 1 / 3), ((20, 24), 0.5), (64, 0.0)]:
-        sliding = evaluation.predict_probabilities(model, images, sliding_window=window,
-                                                   overlap=overlap)
+        sliding = predict_probabilities(model, images, sliding_window=window, overlap=overlap)
         np.testing.assert_allclose(sliding, whole, atol=1e-5)
 
 
@@ -58,7 +74,7 @@ def test_sliding_window_averages_overlapping_windows():
     model = keras.Sequential([keras.Input((None, None, 3)),
                               keras.layers.Conv2D(3, 3, padding="same")])
     images = _images(b=1, h=10, w=14)
-    got = evaluation.sliding_window_probabilities(model, images, window=(6, 8), overlap=0.5)
+    got = predict_probabilities(model, images, sliding_window=(6, 8), overlap=0.5)
     total = np.zeros((1, 10, 14, 3))
     count = np.zeros((1, 10, 14, 1))
     for y in (0, 3, 4):  # stride 3, last window aligned at 10 - 6
@@ -67,6 +83,8 @@ def test_sliding_window_averages_overlapping_windows():
             total[:, y:y + 6, x:x + 8] += p
             count[:, y:y + 6, x:x + 8] += 1
     np.testing.assert_allclose(got, total / count, atol=1e-5)
+    # The windows matter here: the whole-image prediction is different.
+    assert np.abs(predict_probabilities(model, images) - got).max() > 1e-3
 
 
 def test_multiscale_and_flip_average_probabilities():
@@ -74,7 +92,7 @@ def test_multiscale_and_flip_average_probabilities():
 
     model = pointwise_model()
     images = _images(b=1, h=20, w=30)
-    got = evaluation.predict_probabilities(model, images, scales=(0.5, 1.0, 1.5), flip=True)
+    got = predict_probabilities(model, images, scales=(0.5, 1.0, 1.5), flip=True)
     ref = []
     for s in (0.5, 1.0, 1.5):
         size = (int(round(20 * s)), int(round(30 * s)))
@@ -88,8 +106,8 @@ def test_multiscale_and_flip_average_probabilities():
             ref.append(p)
     np.testing.assert_allclose(got, np.mean(ref, 0), atol=1e-5)
     # A per-pixel model is flip-equivariant: flip TTA alone changes nothing.
-    np.testing.assert_allclose(evaluation.predict_probabilities(model, images, flip=True),
-                               evaluation.predict_probabilities(model, images), atol=1e-6)
+    np.testing.assert_allclose(predict_probabilities(model, images, flip=True),
+                               predict_probabilities(model, images), atol=1e-6)
 
 
 def _dataset(model, n=5, h=24, w=20, seed=3):
@@ -131,14 +149,32 @@ def test_evaluate_errors():
 
 
 def test_evaluate_at_another_output_stride():
+    # Independent reference: the same architecture built at OS8 from scratch, given the OS16
+    # model's weights (dilation adds none) and run directly; scored with NumPy.
     model = kd.models.from_preset("deeplabv3plus_tiny", num_classes=4)
     images, masks = _dataset(pointwise_model(), n=2, h=48, w=40)
-    at16 = kd.training.evaluate(model, [(images, masks)], progress=False)
-    os8 = kd.models.with_output_stride(model, 8)
-    direct = kd.training.evaluate(os8, [(images, masks)], progress=False)
+    reference = kd.models.from_preset("deeplabv3plus_tiny", num_classes=4, output_stride=8)
+    reference.set_weights(model.get_weights())
+    pred8 = keras.ops.convert_to_numpy(reference(images, training=False)).argmax(-1)
+    pred16 = keras.ops.convert_to_numpy(model(images, training=False)).argmax(-1)
+    assert (pred8 != pred16).any()  # the stride changes the labels, so the check can fail
+    valid = masks[..., 0] != IGNORE
+    cm8 = np.bincount(4 * masks[..., 0][valid] + pred8[valid], minlength=16).reshape(4, 4)
     via_arg = kd.training.evaluate(model, [(images, masks)], output_stride=8, progress=False)
-    np.testing.assert_array_equal(via_arg["confusion_matrix"], direct["confusion_matrix"])
-    assert at16["confusion_matrix"].sum() == direct["confusion_matrix"].sum()
+    np.testing.assert_array_equal(via_arg["confusion_matrix"], cm8)
+    assert model.output_stride == 16  # the user's model is left as it was
+
+
+def test_empty_scores_are_nan():
+    model = pointwise_model()
+    images, masks = _dataset(model, n=1)
+    results = kd.training.evaluate(model, [(images, np.full_like(masks, IGNORE))],
+                                   progress=False)
+    assert results["confusion_matrix"].sum() == 0
+    assert np.isnan(results["mean_iou"]) and np.isnan(results["pixel_accuracy"])
+    assert np.isnan(results["per_class_iou"]).all()
+    assert "n/a" in kd.training.format_iou_table(results["per_class_iou"],
+                                                 mean_iou=results["mean_iou"])
 
 
 def test_callback_writes_logs_for_checkpoint_and_history(tmp_path, capsys):

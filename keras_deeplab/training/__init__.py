@@ -5,14 +5,19 @@ Submodules: `losses` (``kd.losses``), `metrics` (``kd.metrics``), `callbacks`
 """
 
 from keras_deeplab.data.fake_trees import write_fake_cityscapes, write_fake_voc  # noqa: F401
-from keras_deeplab.training import callbacks, experiment, losses, metrics  # noqa: F401
-from keras_deeplab.training.aux import aux_loss, with_aux_targets  # noqa: F401
-from keras_deeplab.training.cityscapes_export import (  # noqa: F401
-    CITYSCAPES_CLASS_NAMES,
+from keras_deeplab.data.labels import CITYSCAPES_CLASSES as CITYSCAPES_CLASS_NAMES  # noqa: F401
+from keras_deeplab.evaluation import (  # noqa: F401
     cityscapes_official_evaluation,
+    evaluate,
     evaluate_cityscapes_predictions,
     export_cityscapes_predictions,
+    format_iou_table,
+    predict_probabilities,
 )
+from keras_deeplab.np_metrics import confusion_matrix  # noqa: F401
+from keras_deeplab.training import callbacks, experiment, losses, metrics  # noqa: F401
+from keras_deeplab.training.aux import aux_loss, with_aux_targets  # noqa: F401
+from keras_deeplab.training.device_augmentation import DeviceAugmentedModel  # noqa: F401
 from keras_deeplab.training.distribute import (  # noqa: F401
     check_per_replica_batch,
     get_strategy,
@@ -20,13 +25,7 @@ from keras_deeplab.training.distribute import (  # noqa: F401
     num_replicas,
     sync_batchnorm,
 )
-from keras_deeplab.training.evaluation import (  # noqa: F401
-    confusion_matrix,
-    evaluate,
-    format_iou_table,
-    predict_probabilities,
-    sliding_window_probabilities,
-)
+from keras_deeplab.training.evaluate_mean_iou import EvaluateMeanIoU  # noqa: F401
 from keras_deeplab.training.fit import (  # noqa: F401
     check_dataset_classes,
     check_not_empty,
@@ -50,6 +49,7 @@ __all__ = [
     "cityscapes_official_evaluation",
     "evaluate_cityscapes_predictions",
     "export_cityscapes_predictions",
+    "DeviceAugmentedModel",
     "check_per_replica_batch",
     "get_strategy",
     "jax_data_parallel",
@@ -59,7 +59,7 @@ __all__ = [
     "evaluate",
     "format_iou_table",
     "predict_probabilities",
-    "sliding_window_probabilities",
+    "EvaluateMeanIoU",
     "write_fake_cityscapes",
     "write_fake_voc",
     "check_dataset_classes",

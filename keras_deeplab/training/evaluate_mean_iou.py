@@ -7,7 +7,8 @@ import math
 import keras
 import numpy as np
 
-from keras_deeplab.training.evaluation import evaluate, format_iou_table
+from keras_deeplab.evaluation.dataset import evaluate, format_iou_table
+from keras_deeplab.utils import IGNORE_LABEL
 
 
 class EvaluateMeanIoU(keras.callbacks.Callback):
@@ -21,7 +22,10 @@ class EvaluateMeanIoU(keras.callbacks.Callback):
 
     Unlike `model.evaluate` with `kd.metrics.MeanIoU`, this runs the model on full-resolution
     images with optional sliding windows (Cityscapes 2048x1024 with 769 crops), multi-scale
-    and flip test-time augmentation, and prints a per-class table.
+    and flip test-time augmentation, and prints a per-class table. It calls
+    `kd.evaluation.evaluate`, so it scores the labels of the one prediction engine
+    (`keras_deeplab.inference.engine`) that `kd.inference.Predictor` runs. A model wrapped in
+    `kd.training.DeviceAugmentedModel` is evaluated through its segmentation model.
 
     Args:
         val_data: `tf.data.Dataset` or iterable of `{"images", "segmentation_masks"}` dicts or
@@ -53,7 +57,7 @@ class EvaluateMeanIoU(keras.callbacks.Callback):
     """
 
     def __init__(self, val_data, every_n_epochs=1, sliding_window=None, scales=(1.0,),
-                 flip=False, class_names=None, num_classes=None, ignore_class=255,
+                 flip=False, class_names=None, num_classes=None, ignore_class=IGNORE_LABEL,
                  overlap=1 / 3, output_stride=None, max_batches=None, prefix="val_", verbose=1):
         super().__init__()
         if hasattr(val_data, "__next__"):  # generators and iterators
@@ -94,7 +98,8 @@ class EvaluateMeanIoU(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self._due(epoch):
             return
-        results = evaluate(self.model, self.val_data, num_classes=self.num_classes,
+        results = evaluate(_segmentation_model(self.model), self.val_data,
+                           num_classes=self.num_classes,
                            ignore_class=self.ignore_class, sliding_window=self.sliding_window,
                            overlap=self.overlap, scales=self.scales, flip=self.flip,
                            output_stride=self.output_stride, class_names=self.class_names,
@@ -109,3 +114,10 @@ class EvaluateMeanIoU(keras.callbacks.Callback):
             print(f"\nEpoch {epoch + 1}: validation on {results['num_images']} images")
             print(format_iou_table(per_class, self.class_names, results["mean_iou"],
                                    results["pixel_accuracy"]))
+
+
+def _segmentation_model(model):
+    """The model to evaluate: the segmentation model inside a `DeviceAugmentedModel`."""
+    from keras_deeplab.training.device_augmentation import DeviceAugmentedModel
+
+    return model.model if isinstance(model, DeviceAugmentedModel) else model

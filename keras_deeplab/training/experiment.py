@@ -25,7 +25,7 @@ TINY_MODEL_KWARGS = {"backbone": "resnet18", "backbone_kwargs": {"base_filters":
 
 def class_names_for(dataset, num_classes):
     if dataset == "cityscapes":
-        from keras_deeplab.training.cityscapes_export import CITYSCAPES_CLASS_NAMES
+        from keras_deeplab.data.labels import CITYSCAPES_CLASSES as CITYSCAPES_CLASS_NAMES
 
         return list(CITYSCAPES_CLASS_NAMES)
     if dataset == "voc":
@@ -261,9 +261,9 @@ def evaluate(model_path, dataset="cityscapes", data_dir=None, split="val", num_c
     With ``export_dir`` on Cityscapes, also writes labelId PNGs and (``official=True``) runs
     ``cityscapesscripts``' evaluation on them.
     """
-    from keras_deeplab.training import cityscapes_export
-    from keras_deeplab.training.evaluation import evaluate as run_evaluation
-    from keras_deeplab.training.evaluation import format_iou_table
+    from keras_deeplab.evaluation import cityscapes as cityscapes_export
+    from keras_deeplab.evaluation import evaluate as run_evaluation
+    from keras_deeplab.evaluation import format_iou_table
 
     model = (keras.models.load_model(model_path) if isinstance(model_path, (str, os.PathLike))
              else model_path)
