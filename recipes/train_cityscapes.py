@@ -5,18 +5,15 @@
     python recipes/train_cityscapes.py --synthetic --epochs 2      # fake tree, tiny model
 
 Defaults: output stride 16, crop 769, batch 8, poly lr 0.01 (power 0.9), SGD momentum 0.9,
-weight decay 4e-5 on kernels, random scale 0.5-2.0, sliding-window (769) validation.
+weight decay 4e-5 on kernels, random scale 0.5-2.0, sliding-window (769) validation
+(`keras_deeplab.training.config.DATASET_DEFAULTS`; `--help` lists every flag and default).
 """
 
 from _common import train_from_args, train_parser
 
-DEFAULTS = dict(model="deeplabv3plus", backbone="resnet101", crop_size=769, batch_size=8,
-                epochs=200, base_lr=0.01, train_split="train", eval_every=10,
-                sliding_window=769)
-
 
 def main(argv=None):
-    args = train_parser(__doc__.splitlines()[0], "cityscapes", DEFAULTS).parse_args(argv)
+    args = train_parser(__doc__.splitlines()[0], "cityscapes").parse_args(argv)
     return train_from_args(args, "cityscapes")
 
 

@@ -5,18 +5,14 @@
 
 Defaults (DeepLabv3+ on VOC): output stride 16, crop 513, batch 16, poly lr 0.007 (power
 0.9), SGD momentum 0.9, weight decay 4e-5 on kernels, random scale 0.5-2.0, whole-image
-validation.
+validation (`keras_deeplab.training.config.DATASET_DEFAULTS`; `--help` lists every flag).
 """
 
 from _common import train_from_args, train_parser
 
-DEFAULTS = dict(model="deeplabv3plus", backbone="resnet101", crop_size=513, batch_size=16,
-                epochs=50, base_lr=0.007, train_split="train", eval_every=5,
-                sliding_window=None)
-
 
 def main(argv=None):
-    args = train_parser(__doc__.splitlines()[0], "voc", DEFAULTS).parse_args(argv)
+    args = train_parser(__doc__.splitlines()[0], "voc").parse_args(argv)
     return train_from_args(args, "voc")
 
 

@@ -1,4 +1,8 @@
-"""Recipes and CLI end to end on fake trees in the real on-disk layouts (tiny models)."""
+"""Recipes and CLI end to end on fake trees in the real on-disk layouts (tiny models).
+
+Their flags come from keras_deeplab.training.config (tests/test_config.py checks the flags
+themselves); here every subcommand and recipe runs, and the run manifests hold the config.
+"""
 
 import json
 import os
@@ -7,7 +11,8 @@ import sys
 
 import pytest
 
-import keras_deeplab as kd
+from keras_deeplab.data.fake_trees import write_fake_cityscapes
+from keras_deeplab.training.config import RunConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +43,10 @@ def _check_run(run_dir, epochs=2):
     assert manifest["status"] == "finished" and manifest["epochs"] == epochs
     final = manifest["metrics"]["final"]
     assert 0.0 <= final["val_miou"] <= 1.0 and final["loss"] > 0
-    assert manifest["config"]["crop_size"] == 64 and manifest["config"]["tiny"] is True
+    config = manifest["config"]
+    assert config["data"]["crop_size"] == 64 and config["model"]["tiny"] is True
+    assert config["optim"]["epochs"] == epochs and config["data"]["synthetic"] is True
+    RunConfig.from_dict(config)  # the stored config is a valid RunConfig
     assert os.path.isfile(os.path.join(run_dir, "best.keras"))
     return manifest
 
@@ -49,9 +57,11 @@ def test_train_cityscapes_recipe_synthetic_two_epochs(tmp_path):
     _run([os.path.join(REPO, "recipes", "train_cityscapes.py"), "--synthetic", "--epochs", "2",
           "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--run-name", "cs",
           "--verbose", "0"], cwd=tmp_path)
-    manifest = _check_run(str(tmp_path / "runs" / "cs"))
-    assert manifest["config"]["base_lr"] == 0.01 and manifest["config"]["output_stride"] == 16
-    assert manifest["config"]["weight_decay"] == 4e-5 and manifest["config"]["max_scale"] == 2.0
+    config = _check_run(str(tmp_path / "runs" / "cs"))["config"]
+    # DeepLab's Cityscapes recipe (Chen et al. 2018)
+    assert config["optim"]["base_lr"] == 0.01 and config["model"]["output_stride"] == 16
+    assert config["optim"]["weight_decay"] == 4e-5 and config["data"]["augment"]["max_scale"] == 2.0
+    assert config["eval"]["sliding_window"] == 64  # 769 capped to the fake images
     # evaluate the trained model on the fake tree at OS8 + official Cityscapes scoring
     _run([os.path.join(REPO, "recipes", "evaluate.py"), "--model",
           str(tmp_path / "runs" / "cs" / "best.keras"), "--dataset", "cityscapes", "--data-dir",
@@ -69,10 +79,11 @@ def test_train_voc_recipe_synthetic_two_epochs(tmp_path):
           # the augmentation flags, on the accelerator path (the train step)
           "--augment-on", "device", "--scale-step", "0.25", "--max-rotation", "10",
           "--brightness", "0.1", "--hue", "0.05", "--blur-prob", "0.5"], cwd=tmp_path)
-    manifest = _check_run(str(tmp_path / "runs" / "voc"))
-    assert manifest["config"]["base_lr"] == 0.007 and manifest["config"]["dataset"] == "voc"
-    assert manifest["config"]["augment_on"] == "device"
-    assert manifest["config"]["augment"]["max_rotation"] == 10
+    config = _check_run(str(tmp_path / "runs" / "voc"))["config"]
+    assert config["optim"]["base_lr"] == 0.007 and config["data"]["dataset"] == "voc"
+    assert config["data"]["augment_on"] == "device"
+    assert config["data"]["augment"]["max_rotation"] == 10
+    assert config["data"]["augment"]["scale_step"] == 0.25
     assert os.path.isfile(tmp_path / "voc" / "VOCdevkit" / "VOC2012" / "ImageSets" /
                           "Segmentation" / "train.txt")
 
@@ -91,32 +102,11 @@ def test_cli_train_then_evaluate(tmp_path):
     assert len(results["per_class_iou"]) == 19 and 0 <= results["mean_iou"] <= 1
 
 
-def test_fake_trees_layout(tmp_path):
-    from PIL import Image
-
-    root = kd.training.write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=32)
-    gt = os.path.join(root, "gtFine", "val", "bochum", "bochum_000001_000019_gtFine_labelIds.png")
-    label_ids = Image.open(gt)
-    assert label_ids.mode == "L" and label_ids.size == (64, 32)
-    train_ids = Image.open(gt.replace("labelIds", "labelTrainIds"))
-    import numpy as np
-
-    from keras_deeplab.data.labels import CITYSCAPES_LABEL_ID_TO_TRAIN_ID
-
-    np.testing.assert_array_equal(CITYSCAPES_LABEL_ID_TO_TRAIN_ID[np.asarray(label_ids)],
-                                  np.asarray(train_ids))
-    voc = kd.training.write_fake_voc(str(tmp_path / "voc"), {"train": 2}, image_size=32)
-    png = Image.open(os.path.join(voc, "VOC2012", "SegmentationClass", "2007_train_000000.png"))
-    assert png.mode == "P"
-    values = set(np.unique(np.asarray(png)).tolist())
-    assert values <= {0, 15, 7, 8, 12, 3, 255} and 255 in values
-
-
 def test_cli_evaluate_in_process(tmp_path, capsys):
     from keras_deeplab import cli
     from keras_deeplab.training import experiment
 
-    data = kd.training.write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=32)
+    data = write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=32)
     model = experiment.build_model(num_classes=19, tiny=True)
     model.save(str(tmp_path / "m.keras"))
     assert cli.main(["evaluate", "--model", str(tmp_path / "m.keras"), "--dataset",
@@ -126,20 +116,31 @@ def test_cli_evaluate_in_process(tmp_path, capsys):
     results = json.loads((tmp_path / "r.json").read_text())
     assert results["cityscapes_official_miou"] == pytest.approx(results["mean_iou"], abs=1e-12)
     assert "mean IoU" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="--data-dir"):
         cli.main(["train", "--dataset", "cityscapes"])  # no --data-dir, no --synthetic
+    with pytest.raises(SystemExit, match="--model unet does not support --backbone"):
+        cli.main(["train", "--synthetic", "--model", "unet", "--backbone", "resnet50"])
+    with pytest.raises(ValueError, match="--export-dir"):  # VOC has no labelId export
+        cli.main(["evaluate", "--model", str(tmp_path / "m.keras"), "--dataset", "voc",
+                  "--data-dir", data, "--export-dir", str(tmp_path / "x")])
 
 
-@pytest.mark.parametrize("name", ["deeplabv3plus", "deeplabv3", "deeplabv2", "fcn", "unet"])
-def test_build_model_names(name):
+@pytest.mark.parametrize("name, cls", [("deeplabv3plus", "DeepLabV3Plus"),
+                                       ("deeplabv3", "DeepLabV3"), ("deeplabv2", "DeepLabV2"),
+                                       ("fcn", "FCN"), ("unet", "UNet"),
+                                       ("pixel", "PixelClassifier")])
+def test_build_model_names(name, cls):
     import numpy as np
 
     from keras_deeplab.training import experiment
+    from keras_deeplab.training.config import MODEL_OPTIONS
 
-    model = experiment.build_model(name, num_classes=3, backbone="resnet18", tiny=True)
+    settings = {"backbone": "resnet18"} if "backbone" in MODEL_OPTIONS[name] else {}
+    model = experiment.build_model(name, num_classes=3, tiny=True, **settings)
+    assert type(model).__name__ == cls and model.get_config()["num_classes"] == 3
     logits = model.predict(np.zeros((1, 33, 47, 3), "float32"), verbose=0)
     assert logits.shape == (1, 33, 47, 3)
-    with pytest.raises(ValueError, match="Unknown model"):
+    with pytest.raises(ValueError, match="--model"):
         experiment.build_model("segformer")
 
 
@@ -163,10 +164,23 @@ def test_cli_hooks_export_predict_crf_search(tmp_path, capsys):
     labels = np.asarray(Image.open(tmp_path / "out" / "a_labels.png"))
     expected = model.predict(image[None].astype("float32"), verbose=0)[0].argmax(-1)
     assert (labels == expected).mean() > 0.99
+    # --flip reaches the Predictor: NumPy reference = mean softmax of the image and of its
+    # mirror (mirrored back), as DeepLab's predict_labels_multi_scale
+    assert cli.main(["predict", "--model", path, "--input", str(tmp_path / "imgs"),
+                     "--output", str(tmp_path / "out_flip"), "--flip"]) == 0
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    views = model.predict(np.stack([image, image[:, ::-1]]).astype("float32"), verbose=0)
+    flipped = (softmax(views[0]) + softmax(views[1])[:, ::-1]).argmax(-1)
+    labels = np.asarray(Image.open(tmp_path / "out_flip" / "a_labels.png"))
+    assert (labels == flipped).mean() > 0.99 and (flipped != expected).any()
     assert cli.main(["export", "--model", path, "--format", "saved_model",
                      "--output", str(tmp_path / "sm")]) == 0
     assert os.path.isfile(tmp_path / "sm" / "saved_model.pb")
-    data = kd.training.write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=32)
+    data = write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=32)
     assert cli.main(["crf-search", "--model", path, "--dataset", "cityscapes", "--data-dir",
                      data, "--max-images", "2"]) == 0
     assert "coarse" in capsys.readouterr().out

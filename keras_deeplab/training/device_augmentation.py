@@ -68,6 +68,9 @@ class DeviceAugmentedModel(keras.Model):
         super().__init__(**kwargs)
         self.model = model
         self.augmentation = augmentation
+        # No weights of its own: built when the wrapped model is (kd.training.fit's
+        # BackupAndRestore refuses an unbuilt model).
+        self.built = bool(model.built)
 
     @property
     def num_classes(self):

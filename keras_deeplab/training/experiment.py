@@ -1,113 +1,149 @@
 """End-to-end training / evaluation runs, shared by the recipes and the command line.
 
-Each function takes explicit keyword arguments (the recipes only parse arguments and call
-these), builds datasets with `keras_deeplab.data`, the model with `keras_deeplab.models`,
-and trains with `keras_deeplab.training.fit`.
+`train` takes one `keras_deeplab.training.config.RunConfig` (data / model / optimisation /
+evaluation settings; the recipes and ``keras-deeplab train`` only parse flags into it),
+builds datasets with `keras_deeplab.data`, the model with `keras_deeplab.models`, trains
+with `keras_deeplab.training.fit` and stores the config in the run manifest. `evaluate`
+scores a saved model with the one prediction engine (`keras_deeplab.evaluation`).
 """
 
 from __future__ import annotations
 
-import inspect
+import contextlib
+import dataclasses
 import os
+import tempfile
 import time
 
 import keras
 import numpy as np
 
-DATASETS = ("cityscapes", "voc", "folder", "synthetic")
-MODELS = ("deeplabv3plus", "deeplabv3", "deeplabv2", "fcn", "unet")
-LOSSES = ("ce", "ohem", "lovasz", "dice")
-NUM_CLASSES = {"cityscapes": 19, "voc": 21}
-# A narrow backbone for smoke runs (--tiny / --synthetic): seconds per epoch on a CPU.
-TINY_MODEL_KWARGS = {"backbone": "resnet18", "backbone_kwargs": {"base_filters": 8},
-                     "aspp_filters": 16, "decoder_filters": 16, "low_level_filters": 8}
+from keras_deeplab.training.config import (
+    MODEL_OPTIONS,
+    TRAIN_EVAL_FIELDS,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+)
+
+# Narrow widths per model for smoke runs (``ModelConfig.tiny``): seconds per epoch on a CPU.
+TINY_BACKBONE_KWARGS = {"resnet": {"base_filters": 8}, "mobilenetv2": {"alpha": 0.35}}
+TINY_MODEL_KWARGS = {
+    "deeplabv3plus": {"aspp_filters": 16, "decoder_filters": 16, "low_level_filters": 8},
+    "deeplabv3": {"aspp_filters": 16},
+    "deeplabv2": {"fc_filters": 16},
+    "fcn": {"head_filters": 16},
+    "unet": {"filters": (8, 16, 32)},
+    "pixel": {"hidden": (16,)},
+}
 
 
-def class_names_for(dataset, num_classes):
-    if dataset == "cityscapes":
-        from keras_deeplab.data.labels import CITYSCAPES_CLASSES as CITYSCAPES_CLASS_NAMES
+def _model_class(name):
+    from keras_deeplab.models.deeplab_v2 import DeepLabV2
+    from keras_deeplab.models.deeplab_v3 import DeepLabV3
+    from keras_deeplab.models.deeplab_v3_plus import DeepLabV3Plus
+    from keras_deeplab.models.fcn import FCN
+    from keras_deeplab.models.pixel_classifier import PixelClassifier
+    from keras_deeplab.models.unet import UNet
 
-        return list(CITYSCAPES_CLASS_NAMES)
-    if dataset == "voc":
-        return ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
-                "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
-                "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
-    return None
-
-
-def _call_accepting(fn, *args, **kwargs):
-    """Calls ``fn`` with the keyword arguments its signature names (others dropped)."""
-    params = inspect.signature(fn).parameters
-    return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
+    return {"deeplabv3plus": DeepLabV3Plus, "deeplabv3": DeepLabV3, "deeplabv2": DeepLabV2,
+            "fcn": FCN, "unet": UNet, "pixel": PixelClassifier}[name]
 
 
-def build_model(model="deeplabv3plus", num_classes=19, backbone="resnet101", output_stride=16,
-                backbone_weights=None, tiny=False, aux_head=False):
-    """Builds a keras_deeplab model from its short name ("deeplabv3plus", "deeplabv3", ...)."""
-    from keras_deeplab import models
+def build_model(config="deeplabv3plus", num_classes=19, **settings):
+    """Builds the model a `ModelConfig` describes.
 
-    classes = {"deeplabv3plus": models.DeepLabV3Plus, "deeplabv3": models.DeepLabV3,
-               "deeplabv2": models.DeepLabV2, "fcn": models.FCN, "unet": models.UNet}
-    if model not in classes:
-        raise ValueError(f"Unknown model {model!r}; expected one of {MODELS}.")
-    cls = classes[model]
-    kwargs = {"num_classes": num_classes, "backbone": backbone, "output_stride": output_stride,
-              "backbone_weights": backbone_weights, "aux_head": aux_head or None}
-    if tiny:
-        kwargs.update(TINY_MODEL_KWARGS)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return _call_accepting(cls, **kwargs)
+    Args:
+        config: `ModelConfig`, or a model name (one of `config.MODELS`) completed by
+            ``settings``.
+        num_classes: int. Output classes. Defaults to 19.
+        **settings: `ModelConfig` fields (``backbone=``, ``output_stride=``, ``tiny=`` ...)
+            when ``config`` is a name.
 
+    Returns:
+        An uncompiled keras_deeplab model (float RGB images in [0, 255] -> logits).
 
-def augment_config(min_scale=0.5, max_scale=2.0, augment=None):
-    """The `kd.data.AugmentConfig` of a run: the scale range plus any extra settings."""
-    from keras_deeplab.data import AugmentConfig
+    Raises:
+        ValueError: an unknown name, or an option the model does not take (e.g.
+            ``backbone=`` for "unet", ``aux_head=True`` for "deeplabv2"); nothing is dropped.
 
-    return AugmentConfig.coerce({"min_scale": min_scale, "max_scale": max_scale,
-                                 **(augment or {})})
-
-
-def load_dataset(dataset, data_dir, split, training, batch_size=8, crop_size=513,
-                 min_scale=0.5, max_scale=2.0, num_classes=None, image_size=None, augment=None,
-                 augment_on="data"):
-    """A batched `(images, masks)` dataset for one split, through `keras_deeplab.data`.
-
-    ``augment`` holds extra `kd.data.AugmentConfig` settings (rotation, jitter, blur...);
-    with ``augment_on="device"`` training batches carry full-size images and augmentation
-    params for `kd.data.SegmentationAugmentation`.
+    Example:
+    ```python
+    model = build_model("deeplabv3", num_classes=21, backbone="resnet50", output_stride=8)
+    ```
     """
-    from keras_deeplab import data
+    if isinstance(config, str):
+        config = ModelConfig(model=config, **settings)
+    elif settings:
+        raise TypeError("Pass settings inside the ModelConfig, not as keyword arguments.")
+    config = config.resolved()
+    kwargs = {"num_classes": int(num_classes)}
+    if "backbone" in MODEL_OPTIONS[config.model]:
+        weights = config.backbone_weights
+        kwargs.update(backbone=config.backbone, output_stride=config.output_stride,
+                      backbone_weights=None if weights in (None, "none") else weights)
+        if config.tiny:
+            family = "resnet" if config.backbone.startswith("resnet") else config.backbone
+            if family not in TINY_BACKBONE_KWARGS:
+                raise ValueError(f"--tiny has no narrow form of --backbone {config.backbone}; "
+                                 f"use a ResNet or mobilenetv2.")
+            kwargs["backbone_kwargs"] = dict(TINY_BACKBONE_KWARGS[family])
+    if config.aux_head:
+        kwargs["aux_head"] = True
+    if config.tiny:
+        kwargs.update(TINY_MODEL_KWARGS[config.model])
+    return _model_class(config.model)(**kwargs)
 
-    if dataset not in DATASETS:
-        raise ValueError(f"Unknown dataset {dataset!r}; expected one of {DATASETS}.")
-    common = dict(split=split, batch_size=batch_size, training=training, output="tuple")
+
+def load_dataset(data, split, training, batch_size=None):
+    """A batched ``(images, masks)`` dataset of one split, through `keras_deeplab.data`.
+
+    Args:
+        data: `DataConfig`.
+        split: str. Split name.
+        training: bool. Augment to ``data.crop_size`` and shuffle; with
+            ``data.augment_on="device"`` the batches carry full-size images and augmentation
+            params for `DeviceAugmentedModel`.
+        batch_size: int or None. None: ``data.batch_size``.
+    """
+    from keras_deeplab.data.cityscapes import cityscapes
+    from keras_deeplab.data.folder import folder
+    from keras_deeplab.data.pascal_voc import pascal_voc
+    from keras_deeplab.data.synthetic import synthetic
+
+    common = dict(split=split, batch_size=batch_size or data.batch_size, training=training,
+                  output="tuple")
     if training:
-        common.update(crop_size=crop_size, augment_on=augment_on,
-                      augment=augment_config(min_scale, max_scale, augment))
-    if dataset == "cityscapes":
-        return _call_accepting(data.cityscapes, data_dir, **common)
-    if dataset == "voc":
-        return _call_accepting(data.pascal_voc, data_dir, **common)
-    if dataset == "folder":
-        return _call_accepting(data.folder, os.path.join(data_dir, split, "images"),
-                               os.path.join(data_dir, split, "masks"),
-                               num_classes=num_classes, **common)
-    return _call_accepting(data.synthetic, num_classes=num_classes or 6,
-                           image_size=image_size or 128, **common)
+        common.update(crop_size=data.crop_size, augment_on=data.augment_on,
+                      augment=data.augment)
+    if data.dataset == "cityscapes":
+        return cityscapes(data.data_dir, **common)
+    if data.dataset == "voc":
+        return pascal_voc(data.data_dir, **common)
+    if data.dataset == "folder":
+        return folder(os.path.join(data.data_dir, split, "images"),
+                      os.path.join(data.data_dir, split, "masks"),
+                      num_classes=data.num_classes, **common)
+    if data.synthetic:  # a smoke run: as many images as a fake tree would hold
+        common["num_images"] = (data.synthetic_images if split == data.train_split
+                                else max(2, data.synthetic_images // 4))
+    return synthetic(num_classes=data.num_classes, image_size=data.image_size, **common)
 
 
-def _make_loss(loss, class_weights=None, min_kept=100_000):
+def _make_loss(optim, class_weights, batch_size):
     from keras_deeplab.training import losses
 
-    if loss == "ce":
+    if optim.loss == "ce":
         return losses.CrossEntropy(class_weights=class_weights)
-    if loss == "ohem":
-        return losses.OHEMCrossEntropy(min_kept=min_kept, class_weights=class_weights)
-    if loss == "lovasz":
+    if optim.loss == "ohem":  # DeepLab keeps >= 100k pixels per batch of 8
+        return losses.OHEMCrossEntropy(min_kept=max(1, batch_size * 100_000 // 8),
+                                       class_weights=class_weights)
+    if class_weights is not None:
+        raise ValueError(f"--class-weighting applies to --loss ce/ohem, not {optim.loss}.")
+    if optim.loss == "lovasz":
         return losses.LovaszSoftmax()
-    if loss == "dice":
-        return losses.DiceLoss()
-    raise ValueError(f"Unknown loss {loss!r}; expected one of {LOSSES}.")
+    return losses.DiceLoss()
 
 
 def _num_batches(dataset):
@@ -125,175 +161,277 @@ def _num_batches(dataset):
     return n
 
 
-def prepare_synthetic(dataset, root, image_size=64, num_images=None, seed=0):
-    """Writes a fake tree for ``dataset`` under ``root``; returns the data directory."""
-    from keras_deeplab.data import fake_trees as fake_datasets
+def prepare_synthetic(data, splits=("train", "val"), seed=0):
+    """Writes the fake tree of ``data.dataset`` for ``data.synthetic`` runs.
 
-    if dataset == "cityscapes":
-        return fake_datasets.write_fake_cityscapes(root, num_images, image_size, seed=seed)
-    if dataset == "voc":
-        return fake_datasets.write_fake_voc(root, num_images, image_size, seed=seed)
-    if dataset == "folder":
-        from keras_deeplab import data
-
-        counts = num_images or {"train": 8, "val": 4}
-        data.write_synthetic(root, splits=tuple(counts), num_images=counts,
-                             image_size=image_size, seed=seed, progress=False)
-        return root
-    raise ValueError(f"No synthetic tree for dataset {dataset!r}.")
-
-
-def train(dataset="cityscapes", data_dir=None, run_dir="saved_models/run", model="deeplabv3plus",
-          backbone="resnet101", output_stride=16, backbone_weights=None, tiny=False,
-          num_classes=None, train_split="train", val_split="val", crop_size=769, batch_size=8,
-          epochs=10, steps_per_epoch=None, base_lr=0.01, power=0.9, momentum=0.9,
-          weight_decay=4e-5, warmup_steps=0, min_scale=0.5, max_scale=2.0, loss="ce",
-          class_weighting=None, aux_weight=0.0, precision="float32", strategy="auto",
-          sync_bn=True, augment=None, augment_on="data", eval_every=1, eval_sliding_window=None, eval_scales=(1.0,),
-          eval_flip=False, eval_batch_size=1, max_val_batches=None, image_size=None, seed=0,
-          overwrite=False, tensorboard=True, recipe=None, verbose=1):
-    """Trains a model on a dataset with the DeepLab recipe; returns a summary dict.
-
-    The defaults are DeepLab's Cityscapes settings: output stride 16, crop 769, batch 8, poly
-    learning rate 0.01 with power 0.9, SGD momentum 0.9, weight decay 4e-5 on kernels,
-    random scale 0.5-2.0 (``augment`` adds `kd.data.AugmentConfig` settings; ``augment_on=
-    "device"`` runs the augmentation in the train step on the accelerator). The run directory gets checkpoints, TensorBoard logs and a
-    manifest (see `keras_deeplab.training.fit`); a killed run resumes when started again.
+    ``data.synthetic_images`` training images (validation: a quarter, at least 2) of side
+    ``data.image_size``, at ``data.data_dir`` or a new temporary folder.
 
     Returns:
-        dict with "run_dir", "history", "val_miou" (last evaluation), "seconds", "model".
+        ``data`` with ``data_dir`` set to the tree (unchanged for the in-memory "synthetic"
+        dataset).
     """
-    config = {k: v for k, v in locals().items() if k not in ("recipe", "verbose")}
-    if tiny:  # the manifest records the backbone actually built
-        config["backbone"] = TINY_MODEL_KWARGS["backbone"]
-        config["backbone_kwargs"] = TINY_MODEL_KWARGS["backbone_kwargs"]
-    from keras_deeplab.training import (
-        aux_loss,
+    if data.dataset == "synthetic":
+        return data
+    from keras_deeplab.data import fake_trees
+
+    root = data.data_dir or tempfile.mkdtemp(prefix=f"fake_{data.dataset}_")
+    n = data.synthetic_images
+    counts = {s: (n if s == "train" else max(2, n // 4)) for s in splits}
+    if data.dataset == "cityscapes":
+        path = fake_trees.write_fake_cityscapes(root, counts, data.image_size, seed=seed)
+    elif data.dataset == "voc":
+        path = fake_trees.write_fake_voc(root, counts, data.image_size, seed=seed)
+    else:
+        from keras_deeplab.data.synthetic import write_synthetic
+
+        write_synthetic(root, splits=tuple(counts), num_images=counts,
+                        num_classes=data.num_classes, image_size=data.image_size, seed=seed,
+                        progress=False)
+        path = root
+    return dataclasses.replace(data, data_dir=path)
+
+
+def _check_train_eval(ev):
+    """Validation during training runs `EvaluateMeanIoU` through `kd.training.fit`, which
+    takes only `TRAIN_EVAL_FIELDS`; any other evaluation setting raises (never dropped)."""
+    default = EvalConfig()
+    unsupported = [f.name for f in dataclasses.fields(EvalConfig)
+                   if f.name not in TRAIN_EVAL_FIELDS
+                   and getattr(ev, f.name) != getattr(default, f.name)]
+    if unsupported:
+        raise ValueError(f"Validation during training does not support EvalConfig "
+                         f"{', '.join(unsupported)}; evaluate the saved model with "
+                         "`keras-deeplab evaluate` (recipes/evaluate.py) instead.")
+
+
+def train(config, recipe=None):
+    """Trains the run a `RunConfig` describes with the DeepLab recipe; returns a summary.
+
+    The run directory (``config.run_dir``) gets checkpoints (``best.keras``,
+    ``last.keras``), TensorBoard logs and ``manifest.json`` whose ``"config"`` is
+    ``config.to_dict()`` (`RunConfig.from_dict` reads it back); a killed run resumes when
+    started again with the same config. With ``config.data.synthetic`` a fake tree is
+    written first (its folder is recorded as ``data.data_dir``). With
+    ``data.augment_on="device"`` the model is trained through `DeviceAugmentedModel`.
+
+    Args:
+        config: `RunConfig`.
+        recipe: str or None. The command line, recorded in the manifest.
+
+    Returns:
+        dict with "run_dir", "config" (as run), "history", "val_miou" (last evaluation),
+        "seconds" and "model" (the trained segmentation model).
+
+    Raises:
+        TypeError: ``config`` is not a `RunConfig`.
+        ValueError: an evaluation setting validation during training does not support.
+    """
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"train() takes a RunConfig, got {type(config).__name__}; build one "
+                        "with keras_deeplab.training.config.")
+    _check_train_eval(config.eval)
+    from keras_deeplab.data.labels import class_names
+    from keras_deeplab.training.aux import aux_loss, with_aux_targets
+    from keras_deeplab.training.distribute import (
         check_per_replica_batch,
         get_strategy,
-        poly_sgd,
-        set_precision,
         sync_batchnorm,
-        with_aux_targets,
     )
-    from keras_deeplab.training import fit as robust_fit
-    from keras_deeplab.training import metrics as kd_metrics
+    from keras_deeplab.training.fit import fit
+    from keras_deeplab.training.manifest import write_manifest
+    from keras_deeplab.training.mean_iou import MeanIoU
+    from keras_deeplab.training.optimizers import poly_sgd
+    from keras_deeplab.training.precision import set_precision
 
     start = time.time()
-    keras.utils.set_random_seed(seed)
-    num_classes = num_classes or NUM_CLASSES.get(dataset)
-    if num_classes is None:
-        raise ValueError(f"num_classes is required for dataset {dataset!r}.")
-    set_precision(precision)
-    strategy_obj = get_strategy(strategy)
-    train_ds = load_dataset(dataset, data_dir, train_split, True, batch_size, crop_size,
-                            min_scale, max_scale, num_classes, image_size, augment=augment,
-                            augment_on=augment_on)
+    if config.data.synthetic:
+        config = dataclasses.replace(config, data=prepare_synthetic(config.data,
+                                                                    seed=config.seed))
+    data, optim, ev = config.data, config.optim, config.eval
+    num_classes = data.num_classes
+    keras.utils.set_random_seed(config.seed)
+    set_precision(optim.precision)
+    strategy = get_strategy(config.strategy)
+    train_ds = load_dataset(data, data.train_split, training=True)
     val_ds = None
-    if val_split:
-        val_ds = load_dataset(dataset, data_dir, val_split, False, eval_batch_size, crop_size,
-                              min_scale, max_scale, num_classes, image_size)
-    if steps_per_epoch is None:
-        steps_per_epoch = _num_batches(train_ds)
-    total_steps = int(epochs) * int(steps_per_epoch)
+    if data.val_split:
+        val_ds = load_dataset(data, data.val_split, training=False, batch_size=ev.batch_size)
+        if ev.max_batches:
+            val_ds = val_ds.take(ev.max_batches)
+    steps_per_epoch = optim.steps_per_epoch or _num_batches(train_ds)
+    total_steps = int(optim.epochs) * int(steps_per_epoch)
     class_weights = None
-    if class_weighting:
+    if optim.class_weighting:
         from keras_deeplab.training.class_weights import compute_class_weights
 
-        class_weights = compute_class_weights(train_ds, num_classes, method=class_weighting,
-                                              progress=verbose > 0)
-    scope = strategy_obj.scope() if strategy_obj is not None else _nullcontext()
+        class_weights = compute_class_weights(train_ds, num_classes,
+                                              method=optim.class_weighting,
+                                              progress=config.verbose > 0)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        net = build_model(model, num_classes, backbone, output_stride, backbone_weights, tiny,
-                          aux_head=aux_weight > 0)
-        replicas = strategy_obj.num_replicas_in_sync if strategy_obj is not None else 1
-        if sync_bn and replicas > 1:
+        net = build_model(config.model, num_classes)
+        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        if config.sync_bn and replicas > 1:
             sync_batchnorm(net)
-        check_per_replica_batch(batch_size, strategy_obj, model=net)
-        seg_loss = _make_loss(loss, class_weights, min_kept=max(1, batch_size * 100_000 // 8))
-        optimizer = poly_sgd(base_lr, total_steps, warmup_steps=warmup_steps,
-                             momentum=momentum, power=power, weight_decay=weight_decay)
-        if aux_weight > 0:
-            losses_, weights = aux_loss(seg_loss, aux_weight)
-            net.compile(optimizer=optimizer, loss=losses_, loss_weights=weights,
-                        metrics={"logits": [kd_metrics.MeanIoU(num_classes)]})
+        check_per_replica_batch(data.batch_size, strategy, model=net)
+        trainer = net
+        if data.augment_on == "device":
+            from keras_deeplab.data.augment import SegmentationAugmentation
+            from keras_deeplab.training.device_augmentation import DeviceAugmentedModel
+
+            trainer = DeviceAugmentedModel(net, SegmentationAugmentation(data.crop_size,
+                                                                         data.augment))
+        seg_loss = _make_loss(optim, class_weights, data.batch_size)
+        optimizer = poly_sgd(optim.base_lr, total_steps, warmup_steps=optim.warmup_steps,
+                             momentum=optim.momentum, power=optim.power,
+                             weight_decay=optim.weight_decay)
+        if config.model.aux_head:
+            losses_, weights = aux_loss(seg_loss, optim.aux_weight)
+            trainer.compile(optimizer=optimizer, loss=losses_, loss_weights=weights,
+                            metrics={"logits": [MeanIoU(num_classes)]})
             train_ds = with_aux_targets(train_ds)
         else:
-            net.compile(optimizer=optimizer, loss=seg_loss,
-                        metrics=[kd_metrics.MeanIoU(num_classes)])
-        if augment_on == "device":
-            from keras_deeplab.data import SegmentationAugmentation
-
-            net.set_augmentation(SegmentationAugmentation(
-                crop_size, augment_config(min_scale, max_scale, augment)))
-    class_names = class_names_for(dataset, num_classes)
-    if val_ds is not None and max_val_batches:
-        val_ds = val_ds.take(max_val_batches) if hasattr(val_ds, "take") else val_ds
-    history = robust_fit(
-        net, train_ds, epochs, run_dir, val_data=val_ds, num_classes=num_classes,
-        config=config, dataset={"name": dataset, "data_dir": data_dir, "train": train_split,
-                                "val": val_split, "steps_per_epoch": steps_per_epoch},
-        recipe=recipe, steps_per_epoch=steps_per_epoch, every_n_epochs=eval_every,
-        sliding_window=eval_sliding_window, scales=eval_scales, flip=eval_flip,
-        class_names=class_names, tensorboard=tensorboard, overwrite=overwrite, verbose=verbose)
-    from keras_deeplab.training.manifest import write_manifest
-
+            trainer.compile(optimizer=optimizer, loss=seg_loss, metrics=[MeanIoU(num_classes)])
+    run_dir = config.run_dir
+    history = fit(
+        trainer, train_ds, optim.epochs, run_dir, val_data=val_ds, num_classes=num_classes,
+        config=config.to_dict(),
+        dataset={"name": data.dataset, "data_dir": data.data_dir, "train": data.train_split,
+                 "val": data.val_split, "steps_per_epoch": steps_per_epoch},
+        recipe=recipe, steps_per_epoch=steps_per_epoch, every_n_epochs=ev.every,
+        sliding_window=ev.sliding_window, scales=ev.scales, flip=ev.flip,
+        class_names=class_names(data.dataset, num_classes), tensorboard=config.tensorboard,
+        overwrite=config.overwrite, verbose=config.verbose)
     write_manifest(run_dir, extra={"model": {"class": type(net).__name__,
                                              "parameters": int(net.count_params())}})
-    summary = {"run_dir": run_dir, "history": history.history, "seconds": time.time() - start,
-               "val_miou": history.history.get("val_miou", [None])[-1], "model": net}
-    return summary
+    return {"run_dir": run_dir, "config": config, "history": history.history,
+            "seconds": time.time() - start,
+            "val_miou": history.history.get("val_miou", [None])[-1], "model": net}
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
+def evaluate(model, data, eval_config=None, verbose=1):
+    """Scores a saved ``.keras`` model (or a model object) on ``data.val_split``.
 
-    def __exit__(self, *exc):
-        return False
+    Predictions come from the one prediction engine with ``eval_config``'s sliding window,
+    overlap, scales, flip and output stride (the labels `kd.inference.Predictor` gives
+    with the same settings). With ``eval_config.export_dir`` on Cityscapes, also writes
+    labelId PNGs and (``official``) scores them with ``cityscapesscripts``.
 
+    With ``data.synthetic`` the fake tree is written first; ``model=None`` then scores a
+    tiny untrained model, and on Cityscapes the export and official scoring run in a
+    temporary folder (the whole evaluation path, in seconds).
 
-def evaluate(model_path, dataset="cityscapes", data_dir=None, split="val", num_classes=None,
-             sliding_window=None, scales=(1.0,), flip=False, output_stride=None,
-             export_dir=None, official=False, image_size=None, max_batches=None, verbose=1):
-    """Evaluates a saved ``.keras`` model (or a model object) on a split; returns results.
+    Args:
+        model: str (``.keras`` path), keras.Model, or None with ``data.synthetic``.
+        data: `DataConfig`.
+        eval_config: `EvalConfig` or None (defaults).
+        verbose: int. Print the IoU table. Defaults to 1.
 
-    With ``export_dir`` on Cityscapes, also writes labelId PNGs and (``official=True``) runs
-    ``cityscapesscripts``' evaluation on them.
+    Returns:
+        dict: "mean_iou", "per_class_iou" (list), "pixel_accuracy", "num_images", ... and
+        "cityscapes_official_miou" with ``official``.
+
+    Raises:
+        ValueError: ``export_dir`` on a dataset other than Cityscapes, or no model.
     """
-    from keras_deeplab.evaluation import cityscapes as cityscapes_export
-    from keras_deeplab.evaluation import evaluate as run_evaluation
-    from keras_deeplab.evaluation import format_iou_table
+    from keras_deeplab.data.labels import class_names
+    from keras_deeplab.evaluation import cityscapes as cs_eval
+    from keras_deeplab.evaluation.dataset import evaluate as run_evaluation
+    from keras_deeplab.evaluation.dataset import format_iou_table
 
-    model = (keras.models.load_model(model_path) if isinstance(model_path, (str, os.PathLike))
-             else model_path)
-    num_classes = num_classes or NUM_CLASSES.get(dataset)
-    if dataset == "cityscapes":
-        data = cityscapes_export.cityscapes_eval_batches(data_dir, split)
+    ev = eval_config or EvalConfig()
+    if data.synthetic:
+        data = prepare_synthetic(data, splits=(data.val_split,))
+        if model is None:
+            model = build_model(ModelConfig(tiny=True), data.num_classes)
+        if data.dataset == "cityscapes" and ev.export_dir is None:
+            ev = dataclasses.replace(ev, export_dir=tempfile.mkdtemp(), official=True)
+    if model is None:
+        raise ValueError("evaluate() needs a model (--model path/to/best.keras), or "
+                         "--synthetic for a tiny untrained one.")
+    if ev.export_dir is not None and data.dataset != "cityscapes":
+        raise ValueError("--export-dir writes Cityscapes labelId PNGs: it needs --dataset "
+                         f"cityscapes, not {data.dataset}.")
+    if isinstance(model, (str, os.PathLike)):
+        model = keras.models.load_model(model)
+    if data.dataset == "cityscapes":
+        batches = cs_eval.cityscapes_eval_batches(data.data_dir, data.val_split)
     else:
-        data = load_dataset(dataset, data_dir, split, False, 1, None, num_classes=num_classes,
-                            image_size=image_size)
-    names = class_names_for(dataset, num_classes)
-    results = run_evaluation(model, data, num_classes=num_classes, sliding_window=sliding_window,
-                             scales=scales, flip=flip, output_stride=output_stride,
-                             class_names=names, max_batches=max_batches, progress=verbose > 0)
+        batches = load_dataset(data, data.val_split, training=False, batch_size=1)
+    names = class_names(data.dataset, data.num_classes)
+    engine = dict(sliding_window=ev.sliding_window, overlap=ev.overlap, scales=ev.scales,
+                  flip=ev.flip, output_stride=ev.output_stride)
+    results = run_evaluation(model, batches, num_classes=data.num_classes, class_names=names,
+                             max_batches=ev.max_batches, progress=verbose > 0, **engine)
     if verbose:
         print(format_iou_table(results["per_class_iou"], names, results["mean_iou"],
                                results["pixel_accuracy"]))
-    if export_dir is not None:
-        if dataset != "cityscapes":
-            raise ValueError("export_dir is only supported for Cityscapes (labelId PNGs).")
-        if output_stride is not None:
-            from keras_deeplab.models import with_output_stride
-
-            model = with_output_stride(model, output_stride)
-        cityscapes_export.export_cityscapes_predictions(
-            model, data_dir, export_dir, split, sliding_window=sliding_window, scales=scales,
-            flip=flip, progress=verbose > 0)
-        if official:
-            cs = cityscapes_export.cityscapes_official_evaluation(export_dir, data_dir, split)
+    if ev.export_dir is not None:
+        cs_eval.export_cityscapes_predictions(model, data.data_dir, ev.export_dir,
+                                              data.val_split, progress=verbose > 0, **engine)
+        if ev.official:
+            cs = cs_eval.cityscapes_official_evaluation(ev.export_dir, data.data_dir,
+                                                        data.val_split)
             results["cityscapes_official_miou"] = cs["averageScoreClasses"]
             if verbose:
                 print(f"cityscapesscripts mIoU: {100 * cs['averageScoreClasses']:.2f}")
     results["per_class_iou"] = np.asarray(results["per_class_iou"]).tolist()
     return results
+
+
+
+
+def train_command(args, dataset=None, recipe=None):
+    """``keras-deeplab train`` and the training recipes: parsed flags -> `train`.
+
+    Args:
+        args: argparse.Namespace from a parser built by `config.add_train_arguments`.
+        dataset: str or None. The recipe's dataset (its parser has no --dataset).
+        recipe: str or None. The command line, for the manifest.
+
+    Raises:
+        SystemExit: an invalid setting (the message names the flag).
+    """
+    from keras_deeplab.training.config import run_config_from_args
+
+    try:
+        config = run_config_from_args(args, dataset)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from e
+    summary = train(config, recipe=recipe)
+    miou = summary["val_miou"]
+    print(f"Run {summary['run_dir']}: {summary['config'].optim.epochs} epochs in "
+          f"{summary['seconds']:.0f} s; val mIoU "
+          f"{'n/a' if miou is None else f'{100 * miou:.2f}%'}")
+    return summary
+
+
+def evaluate_command(args):
+    """``keras-deeplab evaluate`` and ``recipes/evaluate.py``: parsed flags -> `evaluate`,
+    results written to ``--json`` (without the confusion matrix) when given.
+
+    Raises:
+        SystemExit: an invalid setting (the message names the flag).
+    """
+    import json
+
+    from keras_deeplab.training.config import config_from_args
+
+    try:
+        data = config_from_args(args, "data")
+        ev = config_from_args(args, "eval")
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from e
+    results = evaluate(args.model, data, ev, verbose=args.verbose)
+    results.pop("confusion_matrix", None)
+    if args.json:
+        from keras_deeplab.provenance import jsonable
+
+        with open(args.json, "w") as f:
+            json.dump(jsonable(results), f, indent=2)
+    return results
+
+
+__all__ = ["DataConfig", "EvalConfig", "ModelConfig", "RunConfig", "build_model", "evaluate",
+           "evaluate_command", "load_dataset", "prepare_synthetic", "train", "train_command"]

@@ -34,8 +34,8 @@ from keras_deeplab.training.stop_on_nan import StopOnNaN
 from keras_deeplab.training.tensorboard_masks import TensorBoardMasks
 
 # Config keys that may change between a crashed run and its resumption.
-RESUME_IGNORED_KEYS = ("data_dir", "run_dir", "output_dir", "verbose", "progress", "resume",
-                       "overwrite")
+RESUME_IGNORED_KEYS = ("data_dir", "run_dir", "runs_dir", "output_dir", "verbose", "progress",
+                       "resume", "overwrite")
 
 
 class _BestCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -86,6 +86,17 @@ def check_not_empty(dataset, name="validation"):
                      "the data directory and any take()/filter() applied to it.")
 
 
+def _flatten(config, prefix=""):
+    """``{"data": {"crop_size": 769}}`` -> ``{"data.crop_size": 769}``."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def check_resume(run_dir, config, overwrite=False, ignored_keys=RESUME_IGNORED_KEYS):
     """Decides whether ``run_dir`` can be used for a run with ``config``.
 
@@ -98,8 +109,10 @@ def check_resume(run_dir, config, overwrite=False, ignored_keys=RESUME_IGNORED_K
     backup = os.path.isdir(os.path.join(run_dir, "backup"))
     previous = manifest.get("config") or {}
     if config is not None:
-        current = jsonable(config)
-        keys = (set(previous) | set(current)) - set(ignored_keys)
+        # nested configs (RunConfig.to_dict: {"data": {...}, ...}) compare key by key
+        previous, current = _flatten(previous), _flatten(jsonable(config))
+        keys = {k for k in set(previous) | set(current)
+                if k.rsplit(".", 1)[-1] not in ignored_keys}
         diff = sorted(k for k in keys if previous.get(k) != current.get(k))
         if diff:
             details = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in diff)
