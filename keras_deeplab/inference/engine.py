@@ -144,6 +144,13 @@ def _describe(runner):
     return f"This {kind} model" + (f" ({path})" if path else "")
 
 
+def _fixed_size_error(runner, problem, fix):
+    fixed = runner.fixed_input_size
+    return ValueError(
+        f"{_describe(runner)} expects {fixed[0]}x{fixed[1]} (HxW) inputs, fixed at export; "
+        f"{problem}. {fix}, or re-export with input_size=None (dynamic size).")
+
+
 class PredictionEngine:
     """Class probabilities of a segmentation model with tiling and test-time augmentation.
 
@@ -209,18 +216,15 @@ class PredictionEngine:
         fixed = self.fixed_input_size
         if fixed is not None:
             if self.sliding_window is not None and self.sliding_window != fixed:
-                raise ValueError(
-                    f"{_describe(runner)} expects {fixed[0]}x{fixed[1]} (HxW) inputs, fixed at "
-                    f"export, so it cannot run {self.sliding_window[0]}x"
-                    f"{self.sliding_window[1]} sliding windows. Use sliding_window={fixed} or "
-                    "re-export with input_size=None (dynamic size).")
+                raise _fixed_size_error(
+                    runner, f"so it cannot run {self.sliding_window[0]}x{self.sliding_window[1]} "
+                    f"sliding windows", f"Use sliding_window={fixed}")
             if self.sliding_window is None:
                 if self.input_size is not None and self.input_size != fixed:
-                    raise ValueError(
-                        f"{_describe(runner)} expects {fixed[0]}x{fixed[1]} (HxW) inputs, fixed "
-                        f"at export; input_size={self.input_size} cannot be used. Pass "
-                        f"input_size=None (images are then resized to {fixed[0]}x{fixed[1]}) or "
-                        "re-export with input_size=None.")
+                    raise _fixed_size_error(
+                        runner, f"input_size={self.input_size} cannot be used",
+                        f"Pass input_size=None (images are then resized to {fixed[0]}x"
+                        f"{fixed[1]})")
                 self.input_size = fixed
         self.num_classes = getattr(runner, "num_classes", None)
 
@@ -248,10 +252,8 @@ class PredictionEngine:
         if fixed is None or (h, w) == fixed:
             return np.asarray(self.runner(x), np.float32)
         if h > fixed[0] or w > fixed[1]:
-            raise ValueError(
-                f"{_describe(self.runner)} takes {fixed[0]}x{fixed[1]} (HxW) inputs, fixed at "
-                f"export, but a {h}x{w} view was asked for (a scale above 1?). Use "
-                f"sliding_window={fixed}, or re-export with input_size=None (dynamic size).")
+            raise _fixed_size_error(self.runner, f"but a {h}x{w} view was asked for (a scale "
+                                    "above 1?)", f"Use sliding_window={fixed}")
         padded = np.pad(x, ((0, 0), (0, fixed[0] - h), (0, fixed[1] - w), (0, 0)),
                         mode="symmetric")
         return np.asarray(self.runner(padded), np.float32)[:, :h, :w]
