@@ -1,17 +1,15 @@
-"""Helpers shared by the SavedModel and TFLite exporters (private)."""
-
-import datetime
-import json
-import os
-import subprocess
+"""What the SavedModel and TFLite exporters share (private): backend check, sample images,
+the sidecar record."""
 
 import numpy as np
 
-IGNORE_LABEL = 255
+from keras_deeplab.data.batches import split_batch, to_numpy
+from keras_deeplab.provenance import provenance, write_json_atomic
+from keras_deeplab.utils import model_num_classes
 
 
 def require_tensorflow_backend(what):
-    """Raises a clear error when Keras does not run on TensorFlow."""
+    """Raises RuntimeError naming `what` when Keras does not run on TensorFlow."""
     import keras
 
     backend = keras.backend.backend()
@@ -24,92 +22,81 @@ def require_tensorflow_backend(what):
         )
 
 
-def model_num_classes(model):
-    """Number of output channels of a segmentation model."""
-    shape = model.output_shape if hasattr(model, "output_shape") else None
-    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[-1], int):
-        return int(shape[-1])
-    num = getattr(model, "num_classes", None)
-    if num is None:
+def _is_one_batch(data):
+    """An in-memory `{"images", ...}` dict or `(images (B, H, W, 3), masks)` tuple."""
+    if isinstance(data, dict):
+        return True
+    return (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and all(hasattr(d, "shape") for d in data)
+        and len(data[0].shape) == 4
+    )
+
+
+def _split(element):
+    """(images, masks or None) NumPy arrays of one batch (a dict, a tuple or bare images)."""
+    images, masks = split_batch(element, bare="images")
+    if images is None:
         raise ValueError(
-            "Cannot tell the number of classes of the model: its output shape "
-            f"is {shape!r}. Build the model (call it once) before exporting."
+            "Dataset elements are dicts without an 'images' key "
+            f"(keys: {sorted(element)}); expected "
+            "{'images': ..., 'segmentation_masks': ...}."
         )
-    return int(num)
+    return to_numpy(images), to_numpy(masks)
 
 
-def _as_numpy(x):
-    if hasattr(x, "numpy"):
-        return x.numpy()
-    return np.asarray(x)
+def take_images(data, max_images):
+    """Collects up to `max_images` single images (and masks) for calibration or parity.
 
-
-def take_images(data, max_images, with_labels=True):
-    """Collects up to `max_images` single images (and masks) from `data`.
-
-    `data` may be a NumPy array of images (H, W, 3) / (B, H, W, 3), a list
-    of such arrays, one in-memory batch (a `{"images", "segmentation_masks"}`
-    dict or an `(images, masks)` tuple of arrays), a `tf.data.Dataset` or any
-    iterable yielding batches as such dicts or tuples.
+    Args:
+        data: None; a NumPy array of images (H, W, 3) or (B, H, W, 3); a list of (H, W, 3)
+            arrays (sizes may differ); one in-memory batch (a `{"images",
+            "segmentation_masks"}` dict or an `(images, masks)` tuple of arrays); or a
+            `tf.data.Dataset` / iterable yielding such dicts / tuples or image arrays.
+            Images are float in [0, 255]; masks integer (B, H, W) or (B, H, W, 1) with
+            the ignore label 255.
+        max_images: int. At most this many images are returned.
 
     Returns:
-        (images, labels): lists of float32 (H, W, 3) arrays and int32 (H, W)
-        arrays (labels is None when the data carries none).
+        (images, labels): a list of float32 (H, W, 3) arrays ([] for `data=None`) and a
+        list of int32 (H, W) masks, or None when any batch carries no masks.
+
+    Raises:
+        ValueError: `data` is not None but yields no image, or a dict batch has no
+            "images".
     """
     if data is None:
         return [], None
     if isinstance(data, np.ndarray):
         arr = data if data.ndim == 4 else data[None]
         return [a.astype(np.float32) for a in arr[:max_images]], None
-    if isinstance(data, dict) or (
-        isinstance(data, tuple)
-        and len(data) == 2
-        and all(hasattr(d, "shape") for d in data)
-        and len(data[0].shape) == 4
-    ):
-        data = [data]  # one in-memory batch: {"images", "segmentation_masks"} or (x, y)
-    images, labels = [], []
-    has_labels = True
+    if _is_one_batch(data):
+        data = [data]
+    images, labels, has_labels = [], [], True
     for element in data:
-        if isinstance(element, dict):
-            if "images" not in element:
-                raise ValueError(
-                    "Dataset elements are dicts without an 'images' key "
-                    f"(keys: {sorted(element)}); expected "
-                    "{'images': ..., 'segmentation_masks': ...}."
-                )
-            batch = _as_numpy(element["images"])
-            masks = element.get("segmentation_masks")
-        elif isinstance(element, (tuple, list)):
-            batch = _as_numpy(element[0])
-            masks = element[1] if len(element) > 1 else None
-        else:
-            batch = _as_numpy(element)
-            masks = None
+        batch, masks = _split(element)
         if batch.ndim == 3:
             batch = batch[None]
-            masks = None if masks is None else _as_numpy(masks)[None]
+            masks = None if masks is None else masks[None]
         if masks is None:
             has_labels = False
-        else:
-            masks = _as_numpy(masks)
-            if masks.ndim == 4:
-                masks = masks[..., 0]
-        for i in range(batch.shape[0]):
+        elif masks.ndim == 4:
+            masks = masks[..., 0]
+        for i in range(min(batch.shape[0], max_images - len(images))):
             images.append(batch[i].astype(np.float32))
             if masks is not None:
                 labels.append(masks[i].astype(np.int32))
-            if len(images) >= max_images:
-                break
         if len(images) >= max_images:
             break
     if not images:
-        raise ValueError("The dataset passed for calibration/parity yielded no images.")
-    return images, (labels if (has_labels and with_labels and labels) else None)
+        raise ValueError("The data passed for calibration/parity yielded no images.")
+    return images, (labels if has_labels and labels else None)
 
 
 def random_images(num, size, seed=0):
-    """Deterministic smooth random test images (uint8 range, float32)."""
+    """`num` deterministic smooth random images, float32 (H, W, 3) in [0, 255] (8x8 blocks
+    plus Gaussian noise of standard deviation 8), for parity checks without sample data."""
     rng = np.random.default_rng(seed)
     h, w = size
     out = []
@@ -122,85 +109,20 @@ def random_images(num, size, seed=0):
     return out
 
 
-def resize_image(image, size):
-    """Bilinear resize of a float (H, W, 3) image to `size` (h, w)."""
-    import tensorflow as tf
-
-    if tuple(image.shape[:2]) == tuple(size):
-        return image
-    return tf.image.resize(image[None], size, method="bilinear").numpy()[0]
-
-
-def resize_labels(labels, size):
-    """Nearest-neighbour resize of an integer (H, W) mask."""
-    import tensorflow as tf
-
-    if tuple(labels.shape[:2]) == tuple(size):
-        return labels
-    out = tf.image.resize(labels[None, ..., None], size, method="nearest")
-    return out.numpy()[0, ..., 0].astype(np.int32)
-
-
-def git_commit():
-    """Commit hash of the working tree the package lives in, if any."""
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        out = subprocess.run(
-            ["git", "-C", root, "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def provenance(model, fmt, metadata=None):
-    """Common sidecar fields: what produced the file."""
-    import keras
-    import tensorflow as tf
-
-    import keras_deeplab
-
-    info = {
-        "format": fmt,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "keras_deeplab_version": keras_deeplab.__version__,
-        "keras_version": keras.__version__,
-        "tensorflow_version": tf.__version__,
-        "git_commit": git_commit(),
-        "model_class": type(model).__name__,
-        "model_name": getattr(model, "name", None),
+def export_record(kind, model, metadata=None, **fields):
+    """The sidecar record of an exported file: `keras_deeplab.provenance` schema with
+    `kind`, a `model` entry (class, name, num_classes), the exporter's `fields` and the
+    user's `metadata` (when given)."""
+    model_info = {
+        "class": type(model).__name__,
+        "name": getattr(model, "name", None),
         "num_classes": model_num_classes(model),
     }
     if metadata:
-        info["metadata"] = metadata
-    return info
+        fields["metadata"] = metadata
+    return provenance(kind, model=model_info, **fields)
 
 
-def directory_size(path):
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            total += os.path.getsize(os.path.join(root, name))
-    return total
-
-
-def write_sidecar(path, info):
-    """Writes `<path>.json` and returns its path."""
-    sidecar = str(path).rstrip("/\\") + ".json"
-    with open(sidecar, "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2, sort_keys=False, default=_json_default)
-        f.write("\n")
-    return sidecar
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+def write_sidecar(path, record):
+    """Writes `record` to `<path>.json` atomically and returns that path."""
+    return write_json_atomic(str(path).rstrip("/\\") + ".json", record)

@@ -2,27 +2,32 @@
 
 import numpy as np
 
-from keras_deeplab.export._common import IGNORE_LABEL
-from keras_deeplab.np_metrics import confusion_matrix, mean_iou, softmax  # noqa: F401
+from keras_deeplab.np_metrics import confusion_matrix, mean_iou, softmax
+from keras_deeplab.utils import IGNORE_LABEL
 
 
 def parity_report(reference_logits, candidate_logits, labels=None, ignore_label=IGNORE_LABEL):
-    """Compares two lists of (H, W, C) logit maps.
+    """Compares an exported model's logits with the Keras model's, image by image.
 
     Args:
-        reference_logits: list of float arrays from the Keras model.
-        candidate_logits: list of float arrays from the exported model, same
-            shapes.
-        labels: optional list of int (H, W) masks (ignore label 255) for the
-            mIoU delta.
-        ignore_label: int. Label skipped by mIoU. Defaults to 255.
+        reference_logits: non-empty list of float (H, W, C) arrays from the Keras model
+            (sizes may differ between images).
+        candidate_logits: list of float arrays from the exported model, the same shapes.
+        labels: optional list of integer (H, W) masks for the mIoU delta (pixels equal to
+            `ignore_label` are skipped; other values must be < C). Defaults to None.
+        ignore_label: int. Label skipped by mIoU. Defaults to 255
+            (`keras_deeplab.utils.IGNORE_LABEL`).
 
     Returns:
-        dict with `num_images`, `max_abs_diff_logits`,
-        `max_abs_diff_probabilities`, `max_abs_logit_keras` (scale of the
-        reference logits), `argmax_agreement` (fraction of pixels
-        with the same label) and, when labels are given, `miou_keras`,
-        `miou_exported` and `miou_delta` (exported minus Keras).
+        dict of floats: `num_images` (int), `max_abs_diff_logits`,
+        `max_abs_diff_probabilities` (softmax over the last axis), `max_abs_logit_keras`
+        (the scale of the reference logits), `argmax_agreement` (fraction of pixels with
+        the same label, in [0, 1]) and, when labels are given, `miou_keras`,
+        `miou_exported` and `miou_delta` (exported minus Keras; mIoU over the classes
+        present in labels or predictions).
+
+    Raises:
+        ValueError: the lists differ in length, or two maps differ in shape.
     """
     if len(reference_logits) != len(candidate_logits):
         raise ValueError("parity_report needs as many candidate as reference maps.")

@@ -2,11 +2,7 @@
 
 from keras_deeplab.layers.aspp import ASPP
 from keras_deeplab.layers.aspp_v2 import ASPPV2
-from keras_deeplab.layers.atrous_conv import (
-    AtrousConv2D,
-    AtrousDepthwiseConv2D,
-    tflite_export_mode,
-)
+from keras_deeplab.layers.atrous_conv import AtrousConv2D, AtrousDepthwiseConv2D
 from keras_deeplab.layers.conv_bn import ConvBNReLU
 from keras_deeplab.layers.decoder import DeepLabV3PlusDecoder
 from keras_deeplab.layers.preprocessing import ImageNormalization
@@ -22,5 +18,4 @@ __all__ = [
     "ImageNormalization",
     "ResizeLike",
     "resize_to",
-    "tflite_export_mode",
 ]

@@ -1,36 +1,8 @@
 """Atrous (dilated) convolutions that take the native dilated kernel on TensorFlow."""
 
-import contextlib
-import threading
-
 import keras
 
 from keras_deeplab.utils import as_pair, register
-
-_STATE = threading.local()
-
-
-@contextlib.contextmanager
-def tflite_export_mode():
-    """Traces dilated depthwise convs as one ``DepthwiseConv2dNative`` op (for TFLite).
-
-    TensorFlow's CPU kernel for ``DepthwiseConv2dNative`` rejects dilations, so at run
-    time `AtrousDepthwiseConv2D` keeps Keras' space-to-batch form (fast on CPU: ~1 ms for
-    a 65x65x96 rate-2 conv, where a grouped ``conv2d`` takes ~30 ms). The TFLite converter
-    only folds that form back into one op for static shapes; inside this context the layer
-    emits the native op, which converts to ``DEPTHWISE_CONV_2D`` with dilation factors for
-    any input size. ``keras_deeplab.export`` enters it while tracing.
-
-    Example:
-    >>> with tflite_export_mode():
-    ...     concrete = tf.function(model).get_concrete_function(spec)
-    """
-    previous = getattr(_STATE, "export", False)
-    _STATE.export = True
-    try:
-        yield
-    finally:
-        _STATE.export = previous
 
 
 def _native_tf_path(layer):
@@ -103,22 +75,37 @@ class AtrousConv2D(keras.layers.Conv2D):
 
 @register
 class AtrousDepthwiseConv2D(keras.layers.DepthwiseConv2D):
-    """Depthwise atrous convolution that exports as one TFLite ``DEPTHWISE_CONV_2D``.
+    """Depthwise atrous convolution that can trace as one native dilated depthwise op.
 
     ``tf.nn.depthwise_conv2d`` (what Keras uses) wraps dilation in space-to-batch. That
-    is the fast form on the TF CPU runtime (whose native depthwise kernel has no dilation
-    support), so it is kept for training and inference; under `tflite_export_mode()` the
-    layer emits ``DepthwiseConv2dNative`` with ``dilations``, which the TFLite converter
-    maps to ``DEPTHWISE_CONV_2D`` with dilation factors for static and dynamic sizes.
+    is the fast form on the TF CPU runtime, whose native depthwise kernel rejects
+    dilations (~1 ms for a 65x65x96 rate-2 conv, where a grouped ``conv2d`` takes ~30 ms),
+    so it is what the layer runs for training and inference. With the attribute
+    ``native_dilation = True`` the layer instead emits one ``DepthwiseConv2dNative`` with
+    ``dilations``, which the TFLite converter maps to ``DEPTHWISE_CONV_2D`` with dilation
+    factors for static and dynamic input sizes (the space-to-batch form only folds back
+    for static sizes). `kd.export.tflite` sets the attribute on the model's layers while
+    it traces the model and restores it afterwards. The attribute is per layer, is not
+    part of ``get_config()`` and changes only what a TensorFlow trace contains (same
+    values; it has no effect on JAX/PyTorch, without dilation or with channels_first).
 
     Args: the same as `keras.layers.DepthwiseConv2D`.
 
+    Attributes:
+        native_dilation: bool. Trace the native dilated op (for export; the TF CPU
+            runtime cannot execute it). Defaults to False.
+
     Example:
     >>> conv = AtrousDepthwiseConv2D(3, dilation_rate=2, padding="same")
+    >>> conv.native_dilation = True  # what kd.export.tflite does while tracing
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.native_dilation = False
+
     def call(self, inputs):
-        if not (_native_tf_path(self) and getattr(_STATE, "export", False)):
+        if not (self.native_dilation and _native_tf_path(self)):
             return super().call(inputs)
         import tensorflow as tf
 

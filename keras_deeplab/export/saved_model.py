@@ -1,11 +1,13 @@
-"""SavedModel export with a uint8 serving signature."""
+"""SavedModel export: a uint8 serving signature (labels + probabilities) and a parity sidecar."""
 
 import os
 
 import numpy as np
 
 from keras_deeplab.export import _common
-from keras_deeplab.export.parity import parity_report, softmax
+from keras_deeplab.export.parity import parity_report
+from keras_deeplab.np_metrics import softmax
+from keras_deeplab.utils import main_logits, model_num_classes
 
 SIGNATURE_KEY = "serving_default"
 
@@ -19,38 +21,51 @@ def saved_model(
     metadata=None,
     verbose=True,
 ):
-    """Exports a segmentation model as a TensorFlow SavedModel.
+    """Exports a segmentation model as a TensorFlow SavedModel with a uint8 signature.
 
     The `serving_default` signature takes `images`, a uint8 tensor of shape
-    (B, H, W, 3) with any H and W (RGB, 0-255), casts it to float32 in
+    (B, H, W, 3) with any B, H and W (RGB, 0-255), casts it to float32 in
     [0, 255] (the model normalises internally) and returns, at the input
     resolution:
 
     - `labels`: (B, H, W) argmax labels (int32, or uint8 with
       `label_dtype="uint8"`);
-    - `probabilities`: (B, H, W, num_classes) float32 softmax.
+    - `probabilities`: (B, H, W, num_classes) float32 softmax of the logits.
 
-    A sidecar `<path>.json` records the signature, the size on disk,
-    provenance (versions, git commit) and parity of the reloaded SavedModel
-    against the Keras model on sample images.
+    Models with an auxiliary head export their main logits only. After writing,
+    the SavedModel is reloaded from disk and compared with the Keras model on
+    sample images; the sidecar `<path>.json` (the `keras_deeplab.provenance`
+    schema, kind "saved_model") records the signature, the size on disk, the
+    model and that parity (`max_abs_diff_probabilities`, `argmax_agreement`,
+    and with masks `miou_keras` / `miou_exported` / `miou_delta`; see
+    `kd.export.parity_report`).
 
     Args:
         model: keras.Model. Segmentation model mapping float32 (B, H, W, 3)
-            images in [0, 255] to logits (B, H, W, C). TensorFlow backend only.
-        path: str. Output directory.
-        sample_data: optional images for the parity check: an array
-            (B, H, W, 3), a list of arrays or a dataset yielding
-            `{"images", "segmentation_masks"}` dicts or `(images, masks)`
-            tuples (masks give the mIoU delta). Defaults to `None`: synthetic
-            images of 2 sizes are used.
+            images in [0, 255] to logits (B, H, W, C) (or a `{"logits", ...}`
+            dict). TensorFlow backend only.
+        path: str or os.PathLike. Output directory (created or overwritten).
+        sample_data: images (and masks) for the parity check: an array
+            (B, H, W, 3) or (H, W, 3) in [0, 255], a list of (H, W, 3) arrays,
+            one `(images, masks)` / `{"images", "segmentation_masks"}` batch,
+            or a dataset yielding such batches (masks give the mIoU delta).
+            Defaults to None: synthetic images, two of 67x91 and the rest 64x64.
         num_parity_images: int. Images used for the parity check. Defaults to 4.
         label_dtype: str. `"int32"` or `"uint8"` for the labels output.
             Defaults to `"int32"`.
-        metadata: optional dict stored in the sidecar (recipe, metrics...).
+        metadata: dict or None. Stored under "metadata" in the sidecar (recipe,
+            metrics...). Defaults to None.
         verbose: bool. Print a one-line summary. Defaults to True.
 
     Returns:
-        dict: the sidecar content (also written to `<path>.json`).
+        dict: the sidecar record (also written to `<path>.json`).
+
+    Raises:
+        RuntimeError: Keras does not run on the TensorFlow backend, or the reloaded
+            SavedModel's labels disagree with its own probabilities (a broken signature).
+        ValueError: `label_dtype` is not "int32"/"uint8", uint8 labels cannot hold
+            the classes, the model's number of classes is unknown, or
+            `sample_data` yields no images.
 
     Example:
 
@@ -67,7 +82,7 @@ def saved_model(
 
     if label_dtype not in ("int32", "uint8"):
         raise ValueError(f"label_dtype must be 'int32' or 'uint8', got {label_dtype!r}.")
-    num_classes = _common.model_num_classes(model)
+    num_classes = model_num_classes(model)
     if label_dtype == "uint8" and num_classes > 256:
         raise ValueError(
             f"label_dtype='uint8' cannot hold {num_classes} classes; use 'int32'."
@@ -77,7 +92,7 @@ def saved_model(
 
     def serve(images):
         x = tf.cast(images, tf.float32)
-        logits = tf.cast(model(x, training=False), tf.float32)
+        logits = tf.cast(main_logits(model(x, training=False)), tf.float32)
         labels = tf.argmax(logits, axis=-1, output_type=tf.int32)
         return {
             "labels": tf.cast(labels, out_label_dtype),
@@ -106,7 +121,9 @@ def saved_model(
     ref_logits, cand_logits = [], []
     for image in images:
         pixels = np.clip(np.round(image), 0, 255).astype(np.uint8)[None]
-        ref = keras.ops.convert_to_numpy(model(pixels.astype(np.float32), training=False))
+        ref = keras.ops.convert_to_numpy(
+            main_logits(model(pixels.astype(np.float32), training=False))
+        )
         out = signature(images=tf.constant(pixels))
         probs = out["probabilities"].numpy()[0]
         # Compare probabilities as "logits": log-probabilities differ from the
@@ -114,7 +131,10 @@ def saved_model(
         ref_logits.append(np.log(np.clip(softmax(ref[0]), 1e-30, None)))
         cand_logits.append(np.log(np.clip(probs, 1e-30, None)))
         if not np.array_equal(out["labels"].numpy()[0].astype(np.int64), probs.argmax(-1)):
-            raise AssertionError("SavedModel labels disagree with its own probabilities.")
+            raise RuntimeError(
+                f"The SavedModel written to {path} returns labels that disagree with its own "
+                "probabilities: its serving signature is broken. Please report this."
+            )
     parity = parity_report(ref_logits, cand_logits, labels)
     # Log-probabilities of near-zero classes are noisy; keep the meaningful fields.
     parity.pop("max_abs_diff_logits")
@@ -122,25 +142,22 @@ def saved_model(
     parity["images_source"] = source
     parity["image_sizes"] = [list(im.shape[:2]) for im in images]
 
-    info = _common.provenance(model, "saved_model", metadata)
-    info.update(
-        {
-            "path": path,
-            "size_bytes": _common.directory_size(path),
-            "signature": {
-                "name": SIGNATURE_KEY,
-                "inputs": {"images": {"dtype": "uint8", "shape": [None, None, None, 3]}},
-                "outputs": {
-                    "labels": {"dtype": label_dtype, "shape": [None, None, None]},
-                    "probabilities": {
-                        "dtype": "float32",
-                        "shape": [None, None, None, num_classes],
-                    },
-                },
-                "preprocessing": "cast uint8 -> float32 in [0, 255]; the model normalises",
+    info = _common.export_record(
+        "saved_model",
+        model,
+        metadata,
+        path=path,
+        size_bytes=_directory_size(path),
+        signature={
+            "name": SIGNATURE_KEY,
+            "inputs": {"images": {"dtype": "uint8", "shape": [None, None, None, 3]}},
+            "outputs": {
+                "labels": {"dtype": label_dtype, "shape": [None, None, None]},
+                "probabilities": {"dtype": "float32", "shape": [None, None, None, num_classes]},
             },
-            "parity": parity,
-        }
+            "preprocessing": "cast uint8 -> float32 in [0, 255]; the model normalises",
+        },
+        parity=parity,
     )
     sidecar = _common.write_sidecar(path, info)
     if verbose:
@@ -151,3 +168,11 @@ def saved_model(
         )
     return info
 
+
+def _directory_size(path):
+    """Total size in bytes of the files under `path`."""
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, files in os.walk(path)
+        for name in files
+    )
