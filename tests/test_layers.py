@@ -143,8 +143,24 @@ def test_resize_like_with_unknown_shapes_under_tracing(rng):
     ref = np.zeros((2, 17, 23, 1), "float32")
     out = fn(tf.constant(x), tf.constant(ref))
     np.testing.assert_allclose(out, tf.image.resize(x, (17, 23)), atol=1e-6)
-    nearest = kd.layers.ResizeLike("nearest")([np.arange(4, dtype="float32").reshape(1, 2, 2, 1), ref])
-    assert set(np.unique(keras.ops.convert_to_numpy(nearest))) <= {0.0, 1.0, 2.0, 3.0}
+
+
+def np_resize_nearest(x, size):
+    """NumPy nearest resize with half-pixel centres: out[i] = in[floor((i + 0.5) * in / out)]."""
+    h, w = x.shape[1:3]
+    rows = np.minimum(np.floor((np.arange(size[0]) + 0.5) * h / size[0]).astype(int), h - 1)
+    cols = np.minimum(np.floor((np.arange(size[1]) + 0.5) * w / size[1]).astype(int), w - 1)
+    return x[:, rows][:, :, cols]
+
+
+@pytest.mark.parametrize("src,dst", [((2, 2), (17, 23)), ((5, 7), (17, 23)), ((13, 11), (4, 6)),
+                                     ((9, 9), (9, 9))])
+def test_resize_like_nearest_equals_numpy_half_pixel_reference(src, dst, rng):
+    # Class ids: every output value must be the id of the source pixel under the centre.
+    x = rng.integers(0, 19, size=(2, *src, 2)).astype("float32")
+    ref = np.zeros((2, *dst, 1), "float32")
+    out = keras.ops.convert_to_numpy(kd.layers.ResizeLike("nearest")([x, ref]))
+    np.testing.assert_array_equal(out, np_resize_nearest(x, dst))
 
 
 @pytest.mark.parametrize("mode", ["caffe", "tf", "torch"])
@@ -187,19 +203,38 @@ def test_layer_config_round_trip(make, rng):
     assert name.startswith("keras_deeplab>")
 
 
-def test_atrous_conv_gradients_match_keras_conv(rng):
-    """TF's CPU kernels have no dilated backprop; our custom gradient must equal Keras'."""
-    x = tf.constant(rng.normal(size=(2, 10, 12, 3)).astype("float32"))
-    layer = kd.layers.AtrousConv2D(4, 3, dilation_rate=3, padding="same")
-    plain = keras.layers.Conv2D(4, 3, dilation_rate=3, padding="same")
+def np_conv2d_same_grads(x, kernel, rate, dy):
+    """NumPy gradients of ``np_conv2d_same`` w.r.t. the input, kernel and bias given ``dy``."""
+    kh, kw = kernel.shape[:2]
+    ph, pw = rate * (kh - 1) // 2, rate * (kw - 1) // 2
+    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))).astype(np.float64)
+    dxp = np.zeros_like(xp)
+    dk = np.zeros(kernel.shape, np.float64)
+    _, h, w, _ = x.shape
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = slice(i * rate, i * rate + h), slice(j * rate, j * rate + w)
+            dk[i, j] = np.einsum("bhwc,bhwo->co", xp[:, rows, cols], dy)
+            dxp[:, rows, cols] += dy @ kernel[i, j].T
+    return dxp[:, ph:ph + h, pw:pw + w], dk, dy.sum(axis=(0, 1, 2))
+
+
+@pytest.mark.parametrize("rate", [2, 3])
+def test_atrous_conv_gradients_match_numpy(rate, rng):
+    """TF's CPU kernels have no dilated backprop, so the layer defines its own gradient:
+    check it against the NumPy gradient of the dilated convolution (an independent
+    formula: a sum over kernel taps, not space-to-batch)."""
+    x = rng.normal(size=(2, 10, 12, 3)).astype("float32")
+    layer = kd.layers.AtrousConv2D(4, 3, dilation_rate=rate, padding="same")
     layer.build(x.shape)
-    plain.build(x.shape)
-    plain.set_weights(layer.get_weights())
-    grads = []
-    for conv in (layer, plain):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(tf.sin(conv(x)))
-        grads.append(tape.gradient(loss, [x, *conv.trainable_variables]))
-    for ours, ref in zip(*grads):
-        np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = tf.reduce_sum(tf.sin(layer(xt)))
+    dx, dk, db = tape.gradient(loss, [xt, layer.kernel, layer.bias])
+    kernel, bias = layer.get_weights()
+    dy = np.cos(np_conv2d_same(x, kernel, rate, bias))  # d sum(sin(y)) / dy
+    ref_dx, ref_dk, ref_db = np_conv2d_same_grads(x, kernel, rate, dy)
+    np.testing.assert_allclose(dx, ref_dx, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(dk, ref_dk, atol=1e-3, rtol=1e-4)
+    np.testing.assert_allclose(db, ref_db, atol=1e-3, rtol=1e-4)

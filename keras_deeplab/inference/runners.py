@@ -1,13 +1,18 @@
-"""Model runners behind `Predictor`: Keras, SavedModel and TFLite (private API).
+"""Model runners behind the prediction engine: Keras, SavedModel and TFLite (private API).
 
 Every runner maps float32 images (B, H, W, 3) in [0, 255] to float32 scores
 (B, H, W, C) whose softmax is the class probability (logits, or
-log-probabilities for a SavedModel that returns probabilities).
+log-probabilities for a SavedModel that returns probabilities), and has the attributes
+``kind``, ``path`` (None for an in-memory model), ``fixed_input_size`` ((h, w) or None),
+``fixed_batch_size`` and ``num_classes`` (None when unknown).
+`keras_deeplab.inference.engine.PredictionEngine` runs them.
 """
 
 import os
 
 import numpy as np
+
+from keras_deeplab.utils import main_logits, model_num_classes
 
 
 class UnknownModelTypeError(ValueError):
@@ -15,27 +20,42 @@ class UnknownModelTypeError(ValueError):
 
 
 class KerasRunner:
-    def __init__(self, model):
+    """Runs a `keras.Model` (logits, or a ``{"logits", ...}`` dict: the main logits are used).
+
+    One call is one ``model.predict_on_batch`` (a compiled predict step); a model whose
+    distribution strategy has several replicas goes through ``model.predict`` instead, which
+    splits the batch over the replicas (``predict_on_batch`` does not).
+    """
+
+    def __init__(self, model, path=None):
         self.model = model
         self.kind = "keras"
+        self.path = path
         self.fixed_input_size = None
         self.fixed_batch_size = None
-        shape = getattr(model, "output_shape", None)
-        self.num_classes = int(shape[-1]) if shape and isinstance(shape[-1], int) else None
+        try:
+            self.num_classes = model_num_classes(model)
+        except (ValueError, AttributeError):
+            self.num_classes = None
 
     @classmethod
     def from_path(cls, path):
         import keras
 
-        import keras_deeplab  # noqa: F401  (registers the custom objects)
+        import keras_deeplab.models  # noqa: F401  (registers the custom objects)
 
-        return cls(keras.saving.load_model(path, compile=False))
+        return cls(keras.saving.load_model(path, compile=False), path=path)
 
     def __call__(self, images):
         import keras
 
-        out = self.model(np.asarray(images, np.float32), training=False)
-        return np.asarray(keras.ops.convert_to_numpy(out), np.float32)
+        images = np.asarray(images, np.float32)
+        strategy = getattr(self.model, "distribute_strategy", None)
+        if strategy is not None and getattr(strategy, "num_replicas_in_sync", 1) > 1:
+            out = self.model.predict(images, batch_size=len(images), verbose=0)
+        else:
+            out = self.model.predict_on_batch(images)
+        return np.asarray(keras.ops.convert_to_numpy(main_logits(out)), np.float32)
 
 
 class SavedModelRunner:
@@ -43,6 +63,7 @@ class SavedModelRunner:
         import tensorflow as tf
 
         self.kind = "saved_model"
+        self.path = os.fspath(path)
         self.loaded = tf.saved_model.load(os.fspath(path))
         signatures = dict(self.loaded.signatures)
         if not signatures:
@@ -100,6 +121,7 @@ class TFLiteModelRunner:
         from keras_deeplab.inference.tflite_runtime import TFLiteRunner
 
         self.kind = "tflite"
+        self.path = os.fspath(path)
         self.runner = TFLiteRunner(path, num_threads=num_threads)
         self.fixed_input_size = self.runner.fixed_input_size
         self.fixed_batch_size = self.runner.fixed_batch_size
