@@ -182,6 +182,12 @@ def test_invalid_eval_values_name_the_flag(argv, flag):
     (["--base-lr", "-0.1"], "--base-lr"),
     (["--warmup-steps", "-3"], "--warmup-steps"),
     (["--aux-head"], "--aux-weight"),
+    (["--image-size", "64"], "--image-size"),  # files on disk: no generated images
+    (["--synthetic-images", "4"], "--synthetic-images"),
+    (["--loss", "lovasz", "--class-weighting", "enet"], "--class-weighting"),
+    (["--tiny", "--backbone-weights", "imagenet"], "--backbone-weights"),
+    (["--synthetic", "--backbone-weights", "imagenet"], "--backbone-weights"),
+    (["--tiny", "--backbone", "vgg16"], "--tiny"),
 ])
 def test_invalid_train_values_name_the_flag(argv, flag):
     args = _train_parser().parse_args(["--data-dir", "d"] + argv)

@@ -74,8 +74,8 @@ DEFAULT_BACKBONE, TINY_BACKBONE, DEFAULT_OUTPUT_STRIDE = "resnet101", "resnet18"
 
 # Side of the generated images: fake trees of --synthetic, and the synthetic dataset.
 SYNTHETIC_TREE_SIZE, SYNTHETIC_DATASET_SIZE = 64, 128
-# --synthetic caps the batch for a smoke run on a CPU.
-SYNTHETIC_MAX_BATCH = 4
+# --synthetic: images of the fake tree, and the batch cap for a smoke run on a CPU.
+SYNTHETIC_IMAGES, SYNTHETIC_MAX_BATCH = 8, 4
 
 
 # --- argparse value types ------------------------------------------------------------------
@@ -182,14 +182,15 @@ class DataConfig:
         synthetic: bool. Write a small fake tree of ``dataset`` in its real layout (at
             ``data_dir`` or a temporary folder) and make a smoke run on it: crop and batch
             are capped, the model is tiny and untrained. Defaults to False.
-        synthetic_images: int. Training images of the fake tree (validation gets a quarter,
-            at least 2). Defaults to 8.
+        synthetic_images: int or None. Training images of the fake tree (validation gets a
+            quarter, at least 2); None: 8 with ``synthetic``.
         image_size: int or None. Side of generated images: the fake trees (64) and the
             "synthetic" dataset (128).
 
     Raises:
         ValueError: naming the flag, for an unknown dataset, a missing data directory or
-            class count, or a non-positive size.
+            class count, a non-positive size, or a setting the dataset does not use
+            (``image_size`` for files on disk, ``synthetic_images`` without ``synthetic``).
     """
 
     dataset: str = _setting("cityscapes", "dataset", choices=DATASETS)
@@ -211,8 +212,9 @@ class DataConfig:
     synthetic: bool = _setting(False, "write a small fake tree of --dataset in its real layout "
                                "and make a smoke run on it (tiny untrained model, crop and "
                                "batch capped)")
-    synthetic_images: int = _setting(8, "training images of the --synthetic fake tree "
-                                     "(validation gets a quarter, at least 2)", type=int)
+    synthetic_images: Optional[int] = _setting(None, "training images of the --synthetic fake "
+                                               "tree (none: 8; validation gets a quarter, at "
+                                               "least 2)", type=_opt_int)
     image_size: Optional[int] = _setting(None, "side of generated images (none: 64 for "
                                          "--synthetic trees, 128 for the synthetic dataset)",
                                          type=_opt_int, aliases=("--synthetic-size",))
@@ -233,13 +235,21 @@ class DataConfig:
         if self.data_dir is None and not self.synthetic and self.dataset != "synthetic":
             raise ValueError(f"--data-dir is required for --dataset {self.dataset} "
                              "(or --synthetic for a fake tree).")
-        if self.image_size is None and (self.synthetic or self.dataset == "synthetic"):
+        generated = self.synthetic or self.dataset == "synthetic"
+        if self.image_size is not None and not generated:
+            raise ValueError(f"--image-size sets generated images: it needs --synthetic or "
+                             f"--dataset synthetic, not --dataset {self.dataset} files.")
+        if self.synthetic_images is not None and not self.synthetic:
+            raise ValueError("--synthetic-images sizes the fake tree: it needs --synthetic.")
+        if self.image_size is None and generated:
             self.image_size = SYNTHETIC_TREE_SIZE if self.synthetic else SYNTHETIC_DATASET_SIZE
+        if self.synthetic_images is None and self.synthetic:
+            self.synthetic_images = SYNTHETIC_IMAGES
         for name in ("crop_size", "batch_size"):
             if getattr(self, name) is None:
                 setattr(self, name, DATASET_DEFAULTS[self.dataset][name])
             _check_positive(getattr(self, name), name, "data")
-        _check_positive(self.synthetic_images, "synthetic_images", "data", allow_none=False)
+        _check_positive(self.synthetic_images, "synthetic_images", "data")
         _check_positive(self.image_size, "image_size", "data")
         if self.synthetic:  # a smoke run: crop within the fake images, a small batch
             self.crop_size = min(self.crop_size, self.image_size)
@@ -267,7 +277,7 @@ class ModelConfig:
     Raises:
         ValueError: naming the flag, for an unknown name or an option the model does not
             take (``--backbone`` / ``--output-stride`` for U-Net and the pixel classifier,
-            ``--aux-weight`` for DeepLabV2 and FCN).
+            ``--aux-weight`` for DeepLabV2 and FCN), ImageNet weights or vgg16 with ``tiny``.
     """
 
     model: str = _setting("deeplabv3plus", "network", choices=MODELS)
@@ -300,6 +310,12 @@ class ModelConfig:
                 hint = " (set by --aux-weight > 0)" if name == "aux_head" else ""
                 raise ValueError(f"--model {self.model} does not support "
                                  f"{_flag_of(name, 'model')}{hint}; it takes {accepted}.")
+        if self.tiny and given["backbone_weights"]:
+            raise ValueError(f"--backbone-weights {self.backbone_weights} do not fit the narrow "
+                             "layers of --tiny (implied by --synthetic); leave it at auto.")
+        if self.tiny and self.backbone == "vgg16":
+            raise ValueError("--tiny has no narrow form of --backbone vgg16; use a ResNet or "
+                             "mobilenetv2.")
 
     def resolved(self):
         """A copy with the model's defaults filled in (backbone, stride, weights)."""
@@ -332,7 +348,8 @@ class OptimConfig:
         precision: str. One of `kd.training.PRECISIONS`. Defaults to "float32".
 
     Raises:
-        ValueError: naming the flag, for unknown names or out-of-range numbers.
+        ValueError: naming the flag, for unknown names, out-of-range numbers, or class
+            weights with a loss that takes none (lovasz, dice).
     """
 
     epochs: Optional[int] = _setting(None, "epochs", type=int, per_dataset=True)
@@ -364,6 +381,8 @@ class OptimConfig:
                             allow_none=False)
         if self.momentum >= 1:
             raise ValueError(f"--momentum must be < 1, got {self.momentum}.")
+        if self.class_weighting is not None and self.loss not in ("ce", "ohem"):
+            raise ValueError(f"--class-weighting applies to --loss ce or ohem, not {self.loss}.")
 
 
 @dataclasses.dataclass
@@ -499,7 +518,7 @@ class RunConfig:
             raise ValueError("--aux-head needs a loss weight: give --aux-weight > 0.")
         ev = {} if self.eval.every is not None else {"every": defaults["every"]}
         if self.data.synthetic:  # a smoke run on a fake tree
-            model.update(tiny=True, backbone_weights="auto")
+            model["tiny"] = True
             ev["every"] = 1
             if self.eval.sliding_window is not None:
                 window = self.eval.sliding_window

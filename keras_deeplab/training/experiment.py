@@ -83,11 +83,8 @@ def build_model(config="deeplabv3plus", num_classes=19, **settings):
         weights = config.backbone_weights
         kwargs.update(backbone=config.backbone, output_stride=config.output_stride,
                       backbone_weights=None if weights in (None, "none") else weights)
-        if config.tiny:
+        if config.tiny:  # ModelConfig refuses a backbone without a narrow form
             family = "resnet" if config.backbone.startswith("resnet") else config.backbone
-            if family not in TINY_BACKBONE_KWARGS:
-                raise ValueError(f"--tiny has no narrow form of --backbone {config.backbone}; "
-                                 f"use a ResNet or mobilenetv2.")
             kwargs["backbone_kwargs"] = dict(TINY_BACKBONE_KWARGS[family])
     if config.aux_head:
         kwargs["aux_head"] = True
@@ -139,9 +136,7 @@ def _make_loss(optim, class_weights, batch_size):
     if optim.loss == "ohem":  # DeepLab keeps >= 100k pixels per batch of 8
         return losses.OHEMCrossEntropy(min_kept=max(1, batch_size * 100_000 // 8),
                                        class_weights=class_weights)
-    if class_weights is not None:
-        raise ValueError(f"--class-weighting applies to --loss ce/ohem, not {optim.loss}.")
-    if optim.loss == "lovasz":
+    if optim.loss == "lovasz":  # OptimConfig refuses class weights for lovasz and dice
         return losses.LovaszSoftmax()
     return losses.DiceLoss()
 
