@@ -60,3 +60,40 @@ def test_manifest_uses_the_provenance_schema(tmp_path):
         assert manifest["git"]["commit"] == head.stdout.strip()
     else:
         assert manifest["git"] is None
+
+
+# -- auxiliary-head targets ---------------------------------------------------------------
+
+
+def test_with_aux_targets_keeps_images_masks_and_augment_params():
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_deeplab.training.aux import with_aux_targets
+    from keras_deeplab.utils import AUGMENT_PARAMS
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    y = rng.integers(0, 3, (2, 4, 4, 1)).astype(np.int32)
+    p = rng.uniform(size=(2, 5)).astype(np.float32)
+    forms = {
+        "tuple": tf.data.Dataset.from_tensors((x, y)),
+        "dict": tf.data.Dataset.from_tensors({"images": x, "segmentation_masks": y}),
+        "device tuple": tf.data.Dataset.from_tensors(({"images": x, AUGMENT_PARAMS: p}, y)),
+        "device dict": tf.data.Dataset.from_tensors(
+            {"images": x, "segmentation_masks": y, AUGMENT_PARAMS: p}),
+    }
+    for name, ds in forms.items():
+        inputs, targets = next(iter(with_aux_targets(ds)))
+        assert set(targets) == {"logits", "aux_logits"}, name
+        for t in targets.values():
+            np.testing.assert_array_equal(t, y)
+        if "device" in name:  # the parameters survive for DeviceAugmentedModel
+            np.testing.assert_array_equal(inputs["images"], x)
+            np.testing.assert_array_equal(inputs[AUGMENT_PARAMS], p)
+        else:
+            np.testing.assert_array_equal(inputs, x)
+    listed = with_aux_targets([(x, y)])
+    assert listed[0][0] is x and listed[0][1]["aux_logits"] is y
+    with pytest.raises(ValueError, match="images and masks"):
+        with_aux_targets([(x,)])

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import copy
 
-from keras_deeplab.data.batches import split_batch
+from keras_deeplab.data.batches import main_masks, unpack_batch
+from keras_deeplab.utils import AUGMENT_PARAMS
 
 
 def aux_loss(loss, aux_weight=None):
@@ -38,11 +39,15 @@ def aux_loss(loss, aux_weight=None):
 
 
 def _split(element):
-    images, masks = split_batch(element)
-    if images is None or masks is None:
+    """(inputs, main masks); inputs keep the augmentation parameters of
+    ``augment_on="device"`` batches (``{"images", "augment_params"}``)."""
+    batch = unpack_batch(element)
+    if batch.images is None or batch.masks is None:
         raise ValueError("with_aux_targets needs batches with images and masks "
                          "({'images', 'segmentation_masks'} dicts or (images, masks) tuples).")
-    return images, masks
+    inputs = (batch.images if batch.params is None
+              else {"images": batch.images, AUGMENT_PARAMS: batch.params})
+    return inputs, main_masks(batch.masks)
 
 
 def with_aux_targets(dataset):
