@@ -180,3 +180,54 @@ def iterate_masks(dataset, max_batches=None, progress=True, desc=None):
         if masks.ndim == 2:
             masks = masks[None]
         yield masks
+
+
+def take_images(data, max_images):
+    """Collects up to ``max_images`` single images (and masks), e.g. for calibration or parity.
+
+    Args:
+        data: None; a NumPy array of images (H, W, 3) or (B, H, W, 3); a list of (H, W, 3)
+            arrays (sizes may differ); one in-memory batch (a ``{"images",
+            "segmentation_masks"}`` dict or an ``(images (B, H, W, 3), masks)`` tuple); or a
+            dataset / iterable of batches in any form of the module docstring (bare arrays
+            are images). Images are float in [0, 255]; masks integer (B, H, W) or
+            (B, H, W, 1) with the ignore label 255.
+        max_images: int. At most this many images are returned.
+
+    Returns:
+        ``(images, labels)``: a list of float32 (H, W, 3) arrays ([] for ``data=None``) and a
+        list of int32 (H, W) masks, or None when any batch carries no masks.
+
+    Raises:
+        ValueError: ``data`` is not None but yields no image (see also `unpack_batch`).
+    """
+    if data is None:
+        return [], None
+    if isinstance(data, np.ndarray):
+        arr = data if data.ndim == 4 else data[None]
+        return [a.astype(np.float32) for a in arr[:max_images]], None
+    if isinstance(data, dict) or (
+        isinstance(data, tuple) and len(data) == 2 and all(hasattr(d, "shape") for d in data)
+        and len(data[0].shape) == 4
+    ):
+        data = [data]  # one in-memory batch
+    images, labels, has_labels = [], [], True
+    for batch, masks in iterate_batches(data, bare="images"):
+        if batch is None:
+            raise ValueError(f"A batch carries no images; batches must be {_FORMS}.")
+        if batch.ndim == 3:
+            batch = batch[None]
+            masks = None if masks is None else masks[None]
+        if masks is None:
+            has_labels = False
+        elif masks.ndim == 4:
+            masks = masks[..., 0]
+        for i in range(min(batch.shape[0], max_images - len(images))):
+            images.append(batch[i].astype(np.float32))
+            if masks is not None:
+                labels.append(masks[i].astype(np.int32))
+        if len(images) >= max_images:
+            break
+    if not images:
+        raise ValueError("The data passed for calibration/parity yielded no images.")
+    return images, (labels if has_labels and labels else None)

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from keras_deeplab.data.batches import take_images
 from keras_deeplab.export import _common
 from keras_deeplab.export.parity import parity_report
 from keras_deeplab.np_metrics import softmax
@@ -109,7 +110,7 @@ def saved_model(
     archive.write_out(path, verbose=False)
 
     # Parity: reload from disk and compare with the in-memory Keras model.
-    images, labels = _common.take_images(sample_data, num_parity_images)
+    images, labels = take_images(sample_data, num_parity_images)
     source = "sample_data"
     if not images:
         images = _common.random_images(2, (67, 91), seed=0) + _common.random_images(

@@ -22,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from keras_deeplab.data.batches import take_images
 from keras_deeplab.export import _common
 from keras_deeplab.export.ops import (
     TFLiteExportError,
@@ -157,7 +158,7 @@ def tflite(
     frozen = trace(model, input_size, batch_size, uint8=uint8_input and quantization != "int8")
     calibration = None
     if quantization == "int8":
-        calibration, _ = _common.take_images(representative_data, num_calibration_images)
+        calibration, _ = take_images(representative_data, num_calibration_images)
         calibration = _resized(calibration, input_size)
     content = convert(frozen, model, quantization, calibration, batch_size, uint8_input)
     ops = inspect_ops(content, quantization, check)
@@ -368,7 +369,7 @@ def parity_images(sample_data, representative_data, num_images, input_size=None)
     """
     data, source = (sample_data, "sample_data") if sample_data is not None else (
         representative_data, "representative_data")
-    images, labels = _common.take_images(data, num_images)
+    images, labels = take_images(data, num_images)
     if not images:
         images = _common.random_images(num_images, input_size or _SYNTHETIC_PARITY_SIZE, seed=0)
         source = "synthetic"

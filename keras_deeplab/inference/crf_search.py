@@ -83,7 +83,7 @@ def _collect(predictor_or_probabilities, images, labels, max_images):
     from keras_deeplab.inference.image_io import to_image_array
 
     if labels is None:
-        from keras_deeplab.export._common import take_images
+        from keras_deeplab.data.batches import take_images
 
         images, labels = take_images(images, max_images or 10**9)
         if labels is None:
