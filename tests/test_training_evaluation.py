@@ -206,6 +206,20 @@ def test_callback_writes_logs_for_checkpoint_and_history(tmp_path, capsys):
     assert "person" in out and "mean IoU" in out
 
 
+def test_callback_evaluates_the_model_inside_a_device_augmented_wrapper():
+    # The wrapper has no output stride of its own: the callback must evaluate (and rebuild
+    # at OS8) the segmentation model it wraps. Reference: evaluate() on that model afterwards.
+    model = kd.models.from_preset("deeplabv3plus_tiny", num_classes=4)
+    images, masks = _dataset(pointwise_model(), n=2, h=32, w=32)
+    trainer = kd.training.DeviceAugmentedModel(model, kd.data.SegmentationAugmentation(32))
+    trainer.compile(optimizer=keras.optimizers.SGD(0.01), loss=kd.losses.CrossEntropy())
+    cb = kd.callbacks.EvaluateMeanIoU([(images, masks)], output_stride=8, verbose=0)
+    trainer.fit(images, masks, batch_size=2, epochs=1, callbacks=[cb], verbose=0)
+    want = kd.training.evaluate(model, [(images, masks)], output_stride=8, progress=False)
+    np.testing.assert_array_equal(cb.history[-1][1]["confusion_matrix"],
+                                  want["confusion_matrix"])
+
+
 def test_stop_on_nan_names_the_step():
     images, masks = _dataset(pointwise_model(), n=8)
     images[5] = np.nan  # batch index 2 (batch size 2) of the first epoch
