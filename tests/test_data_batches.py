@@ -84,3 +84,21 @@ def test_iterate_masks_squeezes_and_checks():
     assert single.shape == (1, 4, 5)
     with pytest.raises(ValueError, match="no segmentation masks"):
         list(batches.iterate_masks([(X,)], progress=False))
+
+
+def test_take_images_from_every_form():
+    # reference: the same images / masks sliced by hand
+    for data in ({"images": X, "segmentation_masks": Y}, (X, Y),
+                 tf.data.Dataset.from_tensor_slices((X, Y)).batch(1)):
+        images, labels = batches.take_images(data, 5)
+        assert len(images) == 2 and all(i.dtype == np.float32 for i in images)
+        np.testing.assert_array_equal(np.stack(images), X)
+        np.testing.assert_array_equal(np.stack(labels), Y[..., 0])
+    images, labels = batches.take_images(X, 1)
+    assert len(images) == 1 and labels is None
+    sizes = [np.zeros((4, 5, 3)), np.zeros((6, 7, 3))]  # a list of images of several sizes
+    images, labels = batches.take_images(sizes, 5)
+    assert [i.shape for i in images] == [(4, 5, 3), (6, 7, 3)] and labels is None
+    assert batches.take_images(None, 3) == ([], None)
+    with pytest.raises(ValueError, match="no images"):
+        batches.take_images([], 3)
