@@ -239,6 +239,8 @@ def native_dilated_depthwise(model):
     Yields:
         list of the `AtrousDepthwiseConv2D` layers switched.
     """
+    # Keras has no public recursive walk over sublayers; `_flatten_layers` is the one
+    # `Layer.losses` itself uses (it reaches layers held inside custom layers too).
     layers = [
         layer
         for layer in model._flatten_layers(include_self=True, recursive=True)
