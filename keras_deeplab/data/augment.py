@@ -388,8 +388,9 @@ class SegmentationAugmentation(keras.layers.Layer):
     aug = kd.data.SegmentationAugmentation(crop_size=513)
     train = kd.data.pascal_voc(root, "train_aug", crop_size=513, training=True,
                                augment_on="device", output="tuple")
-    model.set_augmentation(aug)     # any kd model; applied in train_step
-    model.fit(train, epochs=...)
+    trainer = kd.training.DeviceAugmentedModel(model, aug)   # applied in its train_step
+    trainer.compile(optimizer=..., loss=kd.losses.CrossEntropy())
+    trainer.fit(train, epochs=...)
     ```
     """
 

@@ -149,9 +149,10 @@ def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="
             the batches hold the full-size uint8 images and masks (padded to the largest in
             the batch) plus an ``"augment_params"`` row per example (the random numbers, drawn
             here); a ``kd.data.SegmentationAugmentation`` turns them into crops on the
-            accelerator, with the same distribution as "data". Attach it to a kd model with
-            ``model.set_augmentation(...)`` (``kd.training.experiment.train`` and the
-            recipes do it for ``augment_on="device"``). The tuple form is ``({"images", "augment_params"}, masks)``.
+            accelerator, with the same distribution as "data". Wrap the model in
+            ``kd.training.DeviceAugmentedModel(model, ...)`` (``kd.training.experiment.train``
+            and the recipes do it for ``augment_on="device"``). The tuple form is
+            ``({"images", "augment_params"}, masks)``.
         shuffle: bool or None (defaults to ``training``).
         shuffle_seed: int or None.
         deterministic: bool. Keep element order with parallel maps. Defaults to True.
