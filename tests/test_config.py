@@ -280,3 +280,15 @@ def test_no_module_imports_the_package_root():
                  "keras_deeplab/cli.py"):
         with open(os.path.join(REPO, path)) as f:
             assert not pattern.search(f.read()), path
+
+
+def test_model_options_agree_with_the_constructors():
+    """MODEL_OPTIONS (what the config lets through) == what each class's __init__ takes."""
+    import inspect
+
+    for name, takes in C.MODEL_OPTIONS.items():
+        params = set(inspect.signature(experiment._model_class(name).__init__).parameters)
+        for option in ("backbone", "output_stride", "backbone_weights", "aux_head"):
+            assert (option in takes) == (option in params), (name, option)
+        for option, _ in experiment.TINY_MODEL_KWARGS[name].items():
+            assert option in params, (name, option)

@@ -127,11 +127,17 @@ def _setting(default, help, choices=None, type=None, flag=None, aliases=(), per_
 
 
 def _flag_of(name, section):
-    """The flag of a field, for error messages (train's validation flags carry "eval-")."""
+    """The flag of a field, for error messages (training's validation flags carry "eval-",
+    see `add_train_arguments`)."""
+    dashed = name.replace("_", "-")
+    if section == "eval" and name in ("every", "batch_size"):  # training only
+        return f"--eval-{dashed}"
+    if section == "eval" and name in TRAIN_EVAL_FIELDS:
+        return f"--{dashed} (--eval-{dashed} when training)"
     for f in dataclasses.fields(SECTIONS[section]):
-        if f.name == name:
-            return f.metadata.get("flag") or "--" + name.replace("_", "-")
-    return "--" + name.replace("_", "-")
+        if f.name == name and f.metadata.get("flag"):
+            return f.metadata["flag"]
+    return f"--{dashed}"
 
 
 def _check_choice(value, name, section, choices):
@@ -629,7 +635,7 @@ def add_arguments(parser, section, *, prefix="", only=None, exclude=(), defaults
                 group.add_argument(f"--{prefix}{sub.replace('_', '-')}",
                                    dest=f"{section}.augment.{sub}", metavar=sub.upper(),
                                    type=float if sub != "scale_step" else _opt_float,
-                                   default=value, help=text)
+                                   default="none" if value is None else value, help=text)
             continue
         name = flags.get(f.name) or meta.get("flag") or f"--{prefix}{f.name.replace('_', '-')}"
         options = [name] + ([a for a in meta.get("aliases", ()) if not prefix]
