@@ -292,3 +292,12 @@ def test_model_options_agree_with_the_constructors():
             assert (option in takes) == (option in params), (name, option)
         for option, _ in experiment.TINY_MODEL_KWARGS[name].items():
             assert option in params, (name, option)
+
+
+def test_evaluation_defaults_to_whole_images_on_every_dataset():
+    """Per-dataset validation windows belong to training; evaluate/predict default to none."""
+    parser = C.add_evaluate_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--model", "m.keras", "--dataset", "cityscapes", "--data-dir", "d"])
+    assert C.config_from_args(args, "eval").sliding_window is None
+    train = C.run_config_from_args(_train_parser().parse_args(["--data-dir", "d"]))
+    assert train.eval.sliding_window == 769  # DeepLab's Cityscapes validation window

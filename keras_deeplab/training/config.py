@@ -113,6 +113,10 @@ def _opt_int(text):
     return None if text in ("none", "None", "") else int(text)
 
 
+def _opt_float(text):
+    return None if text in ("none", "None", "") else float(text)
+
+
 def _opt_str(text):
     return None if text in ("none", "None", "") else str(text)
 
@@ -208,9 +212,9 @@ class DataConfig:
     train_split: str = _setting("train", "training split (VOC with SBD: train_aug)")
     val_split: Optional[str] = _setting("val", "validation split (none: no validation)",
                                         type=_opt_str)
-    crop_size: Optional[int] = _setting(None, "training crop in pixels", type=int,
+    crop_size: Optional[int] = _setting(None, "training crop in pixels", type=_opt_int,
                                         per_dataset=True)
-    batch_size: Optional[int] = _setting(None, "global training batch", type=int,
+    batch_size: Optional[int] = _setting(None, "global training batch", type=_opt_int,
                                          per_dataset=True)
     augment: AugmentConfig = _setting(AugmentConfig(), "augmentation settings")
     augment_on: str = _setting("data", "augment in tf.data on the CPU, or on the accelerator "
@@ -358,11 +362,11 @@ class OptimConfig:
             weights with a loss that takes none (lovasz, dice).
     """
 
-    epochs: Optional[int] = _setting(None, "epochs", type=int, per_dataset=True)
+    epochs: Optional[int] = _setting(None, "epochs", type=_opt_int, per_dataset=True)
     steps_per_epoch: Optional[int] = _setting(None, "steps per epoch (none: one pass over the "
                                               "training set)", type=_opt_int)
     base_lr: Optional[float] = _setting(None, "initial learning rate of the poly schedule",
-                                        type=float, per_dataset=True)
+                                        type=_opt_float, per_dataset=True)
     power: float = _setting(0.9, "poly schedule exponent", type=float)
     momentum: float = _setting(0.9, "SGD momentum", type=float)
     weight_decay: float = _setting(4e-5, "L2 weight decay, on kernels only", type=float)
@@ -426,7 +430,7 @@ class EvalConfig:
     output_stride: Optional[int] = _setting(None, "output stride at inference (none: the "
                                             "model's)", choices=(None,) + OUTPUT_STRIDES,
                                             type=_opt_int)
-    every: Optional[int] = _setting(None, "validate every N epochs", type=int,
+    every: Optional[int] = _setting(None, "validate every N epochs", type=_opt_int,
                                     per_dataset=True)
     batch_size: int = _setting(1, "validation batch (full-size images)", type=int)
     max_batches: Optional[int] = _setting(None, "score at most this many batches (none: all)",
@@ -599,7 +603,7 @@ class _PerDataset:
 
 
 def add_arguments(parser, section, *, prefix="", only=None, exclude=(), defaults=None,
-                  flags=None, title=None):
+                  flags=None, title=None, per_dataset=False):
     """Adds the flags of one stage config to an argparse parser.
 
     Every flag shows its default in ``--help`` (use
@@ -615,6 +619,10 @@ def add_arguments(parser, section, *, prefix="", only=None, exclude=(), defaults
         defaults: dict field -> value overriding the dataclass default (a recipe's dataset).
         flags: dict field -> flag name overriding the derived one (e.g. "--split").
         title: str or None. Title of the argument group.
+        per_dataset: bool. Fields whose default depends on the dataset (crop, batch, lr,
+            epochs, validation interval and window) default to the parsed --dataset's value
+            from `DATASET_DEFAULTS` (``keras-deeplab train``); otherwise (False) to the
+            dataclass default, e.g. whole-image evaluation.
 
     Returns:
         The argument group.
@@ -648,7 +656,7 @@ def add_arguments(parser, section, *, prefix="", only=None, exclude=(), defaults
                                help=meta["help"])
             continue
         kwargs = {"dest": dest, "help": meta["help"], "metavar": f.name.upper()}
-        if meta.get("per_dataset") and f.name not in defaults:
+        if per_dataset and meta.get("per_dataset") and f.name not in defaults:
             kwargs["default"] = _PerDataset(f.name)
         elif isinstance(default, (tuple, list)) or default is None:
             kwargs["default"] = format_value(default)  # parsed by `type`; shown as typed
@@ -663,10 +671,6 @@ def add_arguments(parser, section, *, prefix="", only=None, exclude=(), defaults
             kwargs["type"] = _choice_type(meta.get("type"), choices)
         group.add_argument(*options, **kwargs)
     return group
-
-
-def _opt_float(text):
-    return None if text in ("none", "None", "") else float(text)
 
 
 def _choice_type(base, choices):
@@ -752,11 +756,12 @@ def add_train_arguments(parser, dataset=None):
         add_arguments(parser, "data", exclude=("dataset",), defaults=defaults("data"),
                       title=f"data ({dataset}, DataConfig)")
     else:
-        add_arguments(parser, "data")
+        add_arguments(parser, "data", per_dataset=True)
     add_arguments(parser, "model")
-    add_arguments(parser, "optim", defaults=defaults("optim"))
+    add_arguments(parser, "optim", defaults=defaults("optim"), per_dataset=True)
     add_arguments(parser, "eval", prefix="eval-", only=TRAIN_EVAL_FIELDS,
-                  defaults=defaults("eval"), title="validation during training (EvalConfig)")
+                  defaults=defaults("eval"), title="validation during training (EvalConfig)",
+                  per_dataset=True)
     add_arguments(parser, "run")
     return parser
 
@@ -771,8 +776,7 @@ def add_evaluate_arguments(parser, model_required=True):
     add_arguments(parser, "data", only=("dataset", "data_dir", "num_classes", "val_split",
                                         "image_size", "synthetic", "synthetic_images"),
                   flags={"val_split": "--split"})
-    add_arguments(parser, "eval", exclude=("every", "batch_size"),
-                  defaults={"sliding_window": None})  # whole images unless asked
+    add_arguments(parser, "eval", exclude=("every", "batch_size"))
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     parser.add_argument("--verbose", type=int, default=1, help="0: silent, 1: progress")
     return parser
