@@ -157,17 +157,14 @@ class Backbone(keras.Model):
             cls.__init__ = contract_init(cls.__dict__["__init__"])
 
     def _set_backbone_attributes(self, output_stride, image_shape):
-        missing = [key for key in FEATURE_KEYS if key not in self.output_names_by_key()]
+        outputs = self._outputs_struct
+        keys = tuple(outputs) if isinstance(outputs, dict) else ()
+        missing = [key for key in FEATURE_KEYS if key not in keys]
         if missing:
             raise ValueError(f"{type(self).__name__} must output the feature keys "
                              f"{FEATURE_KEYS}; missing {missing}.")
         self.output_stride = int(output_stride)
         self.image_shape = tuple(image_shape)
-
-    def output_names_by_key(self):
-        """The keys of the feature dict this backbone returns."""
-        outputs = self._outputs_struct
-        return tuple(outputs) if isinstance(outputs, dict) else ()
 
     @property
     def feature_strides(self):
