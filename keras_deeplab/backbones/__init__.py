@@ -7,6 +7,7 @@ The contract every backbone follows (feature keys, strides, config) is `Backbone
 from keras_deeplab.backbones.base import FEATURE_KEYS, Backbone, feature_strides
 from keras_deeplab.backbones.mobilenet_v2 import MobileNetV2Backbone
 from keras_deeplab.backbones.resnet import DEPTHS, ResNetBackbone
+from keras_deeplab.backbones.resnet_torchvision import TorchvisionResNetBackbone
 from keras_deeplab.backbones.vgg import VGG16Backbone
 from keras_deeplab.backbones.weights import load_imagenet_weights
 
@@ -57,6 +58,7 @@ __all__ = [
     "NAMES",
     "MobileNetV2Backbone",
     "ResNetBackbone",
+    "TorchvisionResNetBackbone",
     "VGG16Backbone",
     "feature_strides",
     "get_backbone",

@@ -8,6 +8,8 @@ from keras_deeplab.models.fcn import FCN
 from keras_deeplab.models.pixel_classifier import PixelClassifier
 from keras_deeplab.models.presets import PRESETS, from_preset, list_presets, with_output_stride
 from keras_deeplab.models.unet import UNet
+from keras_deeplab.models.torchvision_segmentation import TorchvisionDeepLabV3, TorchvisionFCN
+from keras_deeplab.pretrained import from_pretrained, list_pretrained
 
 __all__ = [
     "DeepLabV2",
@@ -17,9 +19,13 @@ __all__ = [
     "PRESETS",
     "PixelClassifier",
     "SegmentationModel",
+    "TorchvisionDeepLabV3",
+    "TorchvisionFCN",
     "UNet",
     "default_aspp_rates",
     "from_preset",
+    "from_pretrained",
     "list_presets",
+    "list_pretrained",
     "with_output_stride",
 ]

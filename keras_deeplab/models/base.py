@@ -121,6 +121,15 @@ class SegmentationModel(keras.Model):
         if "__init__" in cls.__dict__:
             cls.__init__ = contract_init(cls.__dict__["__init__"])
 
+    def __init__(self, *args, class_names=None, palette=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        #: list of str or None: class names, index = class id (legends, evaluation tables).
+        self.class_names = list(class_names) if class_names is not None else None
+        #: palette name ("voc", "cityscapes") or list of (r, g, b), or None: the Predictor's
+        #: default colours.
+        self.palette = palette if palette is None or isinstance(palette, str) else [
+            [int(c) for c in colour] for colour in palette]
+
     def _set_config(self, **config):
         self._kd_config = dict(config)
 
@@ -142,6 +151,7 @@ class SegmentationModel(keras.Model):
         config = {"name": self.name, "trainable": self.trainable,
                   "dtype": serialize_dtype_policy(self)}
         config.update(self._kd_config)
+        config.update(class_names=self.class_names, palette=self.palette)
         return config
 
     @classmethod
