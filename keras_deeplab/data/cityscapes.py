@@ -12,13 +12,16 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.data import pipeline as _pipeline
-from keras_deeplab.data._files import read_image_file
+from keras_deeplab.data.decode import tf_read_image, tf_read_mask
 from keras_deeplab.data.labels import CITYSCAPES_LABEL_ID_TO_TRAIN_ID, CITYSCAPES_NUM_CLASSES
 from keras_deeplab.utils import IGNORE_LABEL
 
 NUM_CLASSES = CITYSCAPES_NUM_CLASSES
 #: int32 (256,): labelId -> trainId (`keras_deeplab.data.labels`, as int32 for `tf.gather`).
 LABEL_ID_TO_TRAIN_ID = CITYSCAPES_LABEL_ID_TO_TRAIN_ID.astype(np.int32)
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def label_ids_to_train_ids(label_ids):
@@ -57,38 +60,63 @@ class CityscapesSource:
         self.image_paths, self.mask_paths = [], []
         for city in sorted(tf.io.gfile.listdir(image_root)):
             city = city.rstrip("/")
-            for name in sorted(tf.io.gfile.listdir(os.path.join(image_root, city))):
-                if not name.endswith("_leftImg8bit.png"):
+            city_dir = os.path.join(image_root, city)
+            if city.startswith("."):  # .DS_Store, ._* and other OS metadata
+                continue
+            if not tf.io.gfile.isdir(city_dir):
+                raise ValueError(
+                    f"Cityscapes split folder {image_root!r} holds the file {city_dir!r}; a split "
+                    "folder holds one folder per city: move or delete that file.")
+            for name in sorted(tf.io.gfile.listdir(city_dir)):
+                if name.startswith("."):
+                    continue
+                if not name.lower().endswith("_leftimg8bit.png"):
+                    if name.lower().endswith(_IMAGE_SUFFIXES):
+                        raise ValueError(
+                            f"{os.path.join(city_dir, name)!r} is not named "
+                            "<city>_<seq>_<frame>_leftImg8bit.png; Cityscapes images are PNGs "
+                            "with that name: rename it or move it out of the split folder.")
                     continue
                 stem = name[: -len("_leftImg8bit.png")]
-                mask = os.path.join(root, gt, split, city, f"{stem}_{gt}_{label_type}.png")
-                if not tf.io.gfile.exists(mask):
+                mask = self._label_file(root, gt, split, city, stem, label_type)
+                if mask is None:
+                    expected = os.path.join(root, gt, split, city, f"{stem}_{gt}_{label_type}.png")
                     raise FileNotFoundError(
-                        f"Image {os.path.join(image_root, city, name)!r} has no label file "
-                        f"{mask!r}; download {gt} or remove the image" + (
+                        f"Image {os.path.join(city_dir, name)!r} has no label file "
+                        f"{expected!r}; download {gt} or remove the image" + (
                             " (labelTrainIds files are made by cityscapesscripts' "
                             "createTrainIdLabelImgs)." if label_type == "labelTrainIds" else "."))
-                self.image_paths.append(os.path.join(image_root, city, name))
+                self.image_paths.append(os.path.join(city_dir, name))
                 self.mask_paths.append(mask)
         if not self.image_paths:
-            raise FileNotFoundError(f"No *_leftImg8bit.png images under {image_root!r}.")
+            raise FileNotFoundError(f"No *_leftImg8bit.png images under {image_root!r}; pass the "
+                                    "folder that holds leftImg8bit/ and gtFine/.")
         self.num_classes, self.name = NUM_CLASSES, image_root
+
+    @staticmethod
+    def _label_file(root, gt, split, city, stem, label_type):
+        base = os.path.join(root, gt, split, city, f"{stem}_{gt}_{label_type}")
+        return next((base + ext for ext in (".png", ".PNG") if tf.io.gfile.exists(base + ext)),
+                    None)
 
     def __len__(self):
         return len(self.image_paths)
 
     def _decode(self, image_path, mask_path):
-        image = tf.io.decode_png(read_image_file(image_path), channels=3)
-        raw = tf.io.decode_png(read_image_file(mask_path, "label"))
-        tf.debugging.assert_equal(tf.shape(raw)[-1], 1, message=tf.strings.join(
-            ["expected a single-channel labelIds PNG, got colour: ", mask_path]))
+        image = tf_read_image(image_path)
+        raw = tf_read_mask(mask_path)
         tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(raw)[:2], message=tf.strings.join(
-            ["image/label size mismatch: ", image_path, " vs ", mask_path]))
+            ["image/label size mismatch: ", image_path, " vs ", mask_path, "; use the label "
+             "file made for this image (same city, sequence and frame)"]))
         if self.label_type == "labelTrainIds":
             valid = (raw < NUM_CLASSES) | (raw == IGNORE_LABEL)
             tf.debugging.assert_equal(tf.reduce_all(valid), True, message=tf.strings.join(
                 ["labelTrainIds file ", mask_path, " holds values other than 0..18 and 255; "
                  "regenerate it with createTrainIdLabelImgs or use label_type='labelIds'"]))
+        else:
+            tf.debugging.assert_less(tf.reduce_max(raw), 256, message=tf.strings.join(
+                ["labelIds file ", mask_path, " holds values above 255, which are not "
+                 "Cityscapes labelIds (0..33); use the official *_gtFine_labelIds.png files"]))
         return {"images": image, "segmentation_masks": raw}
 
     # labelId -> trainId; `kd.data.make_pipeline` applies it after the crop (a 769x769 lookup

@@ -1,10 +1,12 @@
 """Custom folders: images and masks matched by file stem.
 
-`images_dir/abc.jpg` pairs with `masks_dir/abc.png`. Masks are single-channel images of class
-ids (8 or 16 bit PNG, or palette "P" PNGs, read as indices). Grayscale and RGBA images are
-converted to RGB (alpha dropped). Listing problems are reported eagerly, before any decoding;
-per-file problems (size mismatch, RGB mask, out-of-range values, corrupt files) fail inside the
-pipeline with a message naming the file.
+`images_dir/abc.jpg` pairs with `masks_dir/abc.png`. Files are decoded by
+`keras_deeplab.data.decode` (the decoder the Predictor uses too): masks are single-channel class
+ids in a lossless format (8- or 16-bit PNG, or palette "P" PNGs read as indices; JPEG bytes are
+refused whatever the file is called); grayscale, palette, 16-bit and RGBA images become RGB
+(alpha dropped). Listing problems are reported eagerly, before any decoding; per-file problems
+(size mismatch, RGB mask, out-of-range values, corrupt files) fail inside the pipeline with a
+message naming the file.
 """
 
 import os
@@ -13,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.data import pipeline as _pipeline
-from keras_deeplab.data._files import read_image_file
+from keras_deeplab.data.decode import tf_read_image, tf_read_mask
 from keras_deeplab.utils import IGNORE_LABEL
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -76,24 +78,21 @@ class FolderSource:
         return len(self.image_paths)
 
     def _decode(self, image_path, mask_path):
-        image = tf.io.decode_image(read_image_file(image_path), channels=3,
-                                   expand_animations=False)
-        raw = tf.io.decode_image(read_image_file(mask_path, "mask"), expand_animations=False,
-                                 dtype=tf.uint8)
+        image = tf_read_image(image_path)
+        mask = tf_read_mask(mask_path)
         tf.debugging.assert_equal(
-            tf.shape(raw)[-1], 1,
-            message=tf.strings.join(["RGB(A) mask where class indices were expected: ",
-                                     mask_path, "; save masks as single-channel (L or P mode) "
-                                     "PNGs of class ids"]))
-        tf.debugging.assert_equal(
-            tf.shape(image)[:2], tf.shape(raw)[:2],
+            tf.shape(image)[:2], tf.shape(mask)[:2],
             message=tf.strings.join(["image/mask size mismatch: ", image_path, " vs ",
                                      mask_path, "; resize the mask with nearest neighbour"]))
-        mask = tf.cast(raw, tf.int32)
         if self.value_map is not None:
-            table = np.full(256, self.ignore_label, np.int32)
+            size = max([256, self.ignore_label + 1] + [int(v) + 1 for v in self.value_map])
+            table = np.full(size, self.ignore_label, np.int32)
             for value, cls in self.value_map.items():
                 table[int(value)] = int(cls)
+            tf.debugging.assert_less(
+                tf.reduce_max(mask), size, message=tf.strings.join([
+                    "mask ", mask_path, f" holds a value >= {size}, beyond every key of "
+                    "value_map; add it to value_map or fix the mask"]))
             mask = tf.gather(tf.constant(table), mask)
         valid = (mask < self.num_classes) | (mask == self.ignore_label)
         if self.invalid_to_ignore:

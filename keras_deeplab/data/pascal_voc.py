@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deeplab.data import pipeline as _pipeline
-from keras_deeplab.data._files import read_image_file
+from keras_deeplab.data.decode import read_mask, tf_read_image
 from keras_deeplab.data.labels import VOC_NUM_CLASSES
 from keras_deeplab.utils import IGNORE_LABEL
 
@@ -24,7 +24,19 @@ def _read_list(path):
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"Split list {path!r} does not exist; check the dataset root.")
     with tf.io.gfile.GFile(path) as f:
-        return [line.split()[0] for line in f.read().splitlines() if line.strip()]
+        lines = f.read().splitlines()
+    ids = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if len(line.split()) != 1:
+            raise ValueError(f"Split list {path!r}, line {number}: {line!r} is not one image id "
+                             "(VOC ids have no spaces); write one id per line, e.g. 2007_000032.")
+        ids.append(line.strip())
+    if not ids:
+        raise ValueError(f"Split list {path!r} is empty; list one image id per line (e.g. "
+                         "2007_000032) or re-extract the dataset.")
+    return ids
 
 
 def _voc_dir(root):
@@ -57,19 +69,11 @@ def _read_mask_file(path):
         while seg.dtype == object:  # unwrap MATLAB struct/cell nesting
             seg = seg.ravel()[0]
         return np.asarray(seg, np.uint8)
-    from PIL import Image
-
-    try:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            mask = Image.open(f)
-            mask.load()
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"{path}: cannot read this mask ({exc}); the file is corrupt or "
-                         "truncated: re-extract or re-download it.") from exc
-    if mask.mode not in ("P", "L"):
-        raise ValueError(f"{path}: mask mode {mask.mode} is not palette/index; VOC masks must be "
-                         "palette PNGs of class indices, not RGB.")
-    return np.asarray(mask, np.uint8)  # palette indices, never converted to RGB
+    mask = read_mask(path)  # keras_deeplab.data.decode: palette indices, never RGB
+    if mask.size and mask.max() > 255:
+        raise ValueError(f"mask file {path} holds values above 255; VOC masks are 8-bit "
+                         "palette PNGs of class indices 0..20 and 255.")
+    return mask.astype(np.uint8)
 
 
 class PascalVOCSource:
@@ -113,8 +117,7 @@ class PascalVOCSource:
         return len(self.image_paths)
 
     def _decode(self, image_path, mask_path):
-        image = tf.io.decode_jpeg(read_image_file(image_path), channels=3,
-                                  dct_method="INTEGER_ACCURATE")
+        image = tf_read_image(image_path)
         mask = tf.numpy_function(_read_mask_file, [mask_path], tf.uint8, stateful=False)
         mask.set_shape([None, None])
         mask = mask[..., None]
@@ -123,7 +126,8 @@ class PascalVOCSource:
         mask = tf.cast(mask, tf.int32)
         valid = (mask < NUM_CLASSES) | (mask == IGNORE_LABEL)
         tf.debugging.assert_equal(tf.reduce_all(valid), True, message=tf.strings.join(
-            ["mask ", mask_path, " holds values outside 0..20 and 255"]))
+            ["mask ", mask_path, " holds values outside 0..20 and 255; VOC masks are palette "
+             "PNGs of class indices (boundaries 255)"]))
         return {"images": image, "segmentation_masks": mask}
 
     def dataset(self):

@@ -1,12 +1,14 @@
 """Sharded TFRecord writer and reader (PNG image + PNG mask + key) on any `tf.io.gfile` path.
 
 Each record is a `tf.train.Example` with `image/encoded` (PNG, RGB), `mask/encoded` (PNG, one
-channel of class ids) and `key` (bytes). Paths may be local or remote (`gs://...`).
+channel of class ids) and `key` (bytes). The reader decodes both with
+`keras_deeplab.data.decode` (the decoder of every loader and the Predictor). Paths may be local or remote (`gs://...`).
 """
 
 import tensorflow as tf
 
 from keras_deeplab.data import pipeline as _pipeline
+from keras_deeplab.data.decode import tf_decode_image, tf_decode_mask
 
 
 def _examples(dataset_or_source):
@@ -55,9 +57,10 @@ def write_tfrecords(dataset_or_source, path_prefix, num_shards=1, progress=True)
         for i, ex in items:
             image = tf.cast(tf.clip_by_value(tf.round(ex["images"]), 0, 255), tf.uint8)
             mask = tf.cast(ex["segmentation_masks"], tf.int32)
-            if tf.reduce_any((mask < 0) | (mask > 255)):
-                raise ValueError(f"example {i}: mask values must be in [0, 255] to store as PNG.")
             key = ex["key"].numpy() if "key" in ex else str(i).encode()
+            if tf.reduce_any((mask < 0) | (mask > 255)):
+                raise ValueError(f"example {i} (key {key!r}): mask values must be in [0, 255] to "
+                                 "store as an 8-bit PNG; map them to class ids first.")
 
             def _bytes(v):
                 return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
@@ -102,10 +105,10 @@ class TFRecordSource:
 
         def decode(record):
             ex = tf.io.parse_single_example(record, spec)
-            image = tf.io.decode_png(ex["image/encoded"], channels=3)
-            mask = tf.io.decode_png(ex["mask/encoded"], channels=1)
-            return {"images": image,
-                    "segmentation_masks": tf.cast(mask, tf.int32)}
+            # the one decoder of keras_deeplab.data.decode; errors name the record's key
+            name = tf.strings.join(["record ", ex["key"], " of ", self.name])
+            return {"images": tf_decode_image(ex["image/encoded"], name),
+                    "segmentation_masks": tf_decode_mask(ex["mask/encoded"], name)}
 
         return tf.data.TFRecordDataset(self.paths).map(decode,
                                                        num_parallel_calls=tf.data.AUTOTUNE)
