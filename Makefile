@@ -4,9 +4,10 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 BSTAMP  = $(VENV)/.installed-backends
+CSTAMP  = $(VENV)/.installed-convert
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install install-backends test test-backends test-fast lint demo demo-quick bench clean
+.PHONY: install install-backends install-convert test test-backends test-convert test-fast lint demo demo-quick bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,14 +26,26 @@ $(BSTAMP): $(STAMP)
 
 install-backends: $(BSTAMP)
 
+# torch (CPU) + torchvision for the checkpoint-conversion parity tests (marker `convert`).
+# torchvision --no-deps: its pinned torch would pull the CUDA build over the CPU wheel.
+$(CSTAMP): $(STAMP)
+	$(BIN)/python -m pip install -q "torch==2.13.0" || $(BIN)/python -m pip install -q "torch>=2.2,<2.14"
+	$(BIN)/python -m pip install -q --no-deps "torchvision==0.28.0"
+	touch $(CSTAMP)
+
+install-convert: $(CSTAMP)
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not backends" --durations=15
+	$(BIN)/python -m pytest -q -m "not backends and not convert" --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not backends and not large"
+	$(BIN)/python -m pytest -q -m "not backends and not convert and not large"
 
 test-backends: $(BSTAMP)
 	$(BIN)/python -m pytest -q -m backends
+
+test-convert: $(CSTAMP)
+	$(BIN)/python -m pytest -q -m convert --durations=10
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check keras_deeplab tests recipes benchmarks

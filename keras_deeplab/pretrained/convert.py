@@ -119,7 +119,11 @@ def assign_state_dict(model, state_dict, map_keys, source="state_dict"):
                 continue
             keys.discard(key)
             value = np.asarray(state_dict[key])
-            value = transform(value) if transform is not None and value.ndim else value
+            if value.ndim != len(variable.shape):
+                shape_errors.append(f"{key}: source {value.shape}, model {variable.path} "
+                                    f"{tuple(variable.shape)}")
+                continue
+            value = transform(value) if transform is not None else value
             if tuple(value.shape) != tuple(variable.shape):
                 shape_errors.append(f"{key}: source {tuple(np.shape(state_dict[key]))} -> "
                                     f"{tuple(value.shape)}, model {variable.path} "
