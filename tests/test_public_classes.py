@@ -74,6 +74,9 @@ BACKBONE_CASES = {
     "MobileNetV2Backbone": (
         lambda: kd.backbones.MobileNetV2Backbone(alpha=0.35, output_stride=16),
         lambda: _app_count(keras.applications.MobileNetV2, ("Conv_1", "Conv_1_bn"), alpha=0.35)),
+    "MobileNetV3LargeBackbone": (
+        lambda: kd.backbones.MobileNetV3LargeBackbone(output_stride=8),
+        lambda: _app_count(keras.applications.MobileNetV3Large, include_preprocessing=False)),
 }
 
 MODEL_CASES = {
@@ -95,6 +98,15 @@ MODEL_CASES = {
             + conv_params(1, R18["C5"] // 4, 3)),
     "UNet": (lambda: kd.models.UNet(num_classes=3, filters=(8, 16, 32)),
              lambda: unet_params(3, (8, 16, 32))),
+    "LRASPP": (lambda: kd.models.LRASPP(num_classes=5, output_stride=32),
+               lambda: (_app_count(keras.applications.MobileNetV3Large, include_preprocessing=False)
+                        + conv_bn_relu_params(960, 128, 1) + conv_params(1, 960, 128, bias=False)
+                        + conv_params(1, 40, 5) + conv_params(1, 128, 5))),
+    "DeepLabV3MobileNetV3": (
+        lambda: kd.models.DeepLabV3MobileNetV3(num_classes=3, aux_head=True),
+        lambda: (_app_count(keras.applications.MobileNetV3Large, include_preprocessing=False)
+                 + aspp_params(960, 256, 3) + conv_bn_relu_params(256, 256, 3)
+                 + conv_params(1, 256, 3) + conv_bn_relu_params(40, 10, 3) + conv_params(1, 10, 3))),
     "PixelClassifier": (lambda: kd.models.PixelClassifier(num_classes=3, hidden=(8, 4)),
                         lambda: conv_params(1, 3, 8) + conv_params(1, 8, 4) + conv_params(1, 4, 3)),
 }

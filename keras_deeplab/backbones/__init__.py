@@ -6,12 +6,13 @@ The contract every backbone follows (feature keys, strides, config) is `Backbone
 
 from keras_deeplab.backbones.base import FEATURE_KEYS, Backbone, feature_strides
 from keras_deeplab.backbones.mobilenet_v2 import MobileNetV2Backbone
+from keras_deeplab.backbones.mobilenet_v3 import MobileNetV3LargeBackbone
 from keras_deeplab.backbones.resnet import DEPTHS, ResNetBackbone
 from keras_deeplab.backbones.resnet_torchvision import TorchvisionResNetBackbone
 from keras_deeplab.backbones.vgg import VGG16Backbone
 from keras_deeplab.backbones.weights import load_imagenet_weights
 
-NAMES = tuple(f"resnet{d}" for d in sorted(DEPTHS)) + ("vgg16", "mobilenetv2")
+NAMES = tuple(f"resnet{d}" for d in sorted(DEPTHS)) + ("vgg16", "mobilenetv2", "mobilenetv3_large")
 
 
 def get_backbone(backbone, output_stride=16, multi_grid=None, weights=None, **kwargs):
@@ -33,7 +34,7 @@ def get_backbone(backbone, output_stride=16, multi_grid=None, weights=None, **kw
     elif not isinstance(backbone, str) or backbone.lower() not in NAMES:
         raise ValueError(
             f"Unknown backbone {backbone!r}; expected one of {NAMES} or a backbone instance "
-            "(ResNetBackbone, VGG16Backbone, MobileNetV2Backbone)."
+            "(ResNetBackbone, VGG16Backbone, MobileNetV2Backbone, MobileNetV3LargeBackbone)."
         )
     else:
         name = backbone.lower()
@@ -45,7 +46,8 @@ def get_backbone(backbone, output_stride=16, multi_grid=None, weights=None, **kw
         else:
             if multi_grid is not None:
                 raise ValueError(f"multi_grid applies to ResNet backbones only, not {name!r}.")
-            cls = VGG16Backbone if name == "vgg16" else MobileNetV2Backbone
+            cls = {"vgg16": VGG16Backbone, "mobilenetv2": MobileNetV2Backbone,
+                   "mobilenetv3_large": MobileNetV3LargeBackbone}[name]
             model = cls(output_stride=output_stride, name=name, **kwargs)
     if weights is not None:
         load_imagenet_weights(model, weights)
@@ -57,6 +59,7 @@ __all__ = [
     "FEATURE_KEYS",
     "NAMES",
     "MobileNetV2Backbone",
+    "MobileNetV3LargeBackbone",
     "ResNetBackbone",
     "TorchvisionResNetBackbone",
     "VGG16Backbone",
