@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_deeplab.training._label_guard import check_labels, invalid_mask
 from keras_deeplab.training._utils import squeeze_mask
 from keras_deeplab.utils import IGNORE_LABEL
 
@@ -19,6 +20,10 @@ class SegmentationLoss(keras.losses.Loss):
     The loss is always computed in float32, even under a mixed-precision policy.
     If ``y_pred`` is a dict ``{"logits", "aux_logits"}`` (a model built with an auxiliary
     head) the returned value is ``loss(logits) + aux_weight * loss(aux_logits)``.
+
+    Labels that are neither a class id of the logits nor ``ignore_class`` are refused, never
+    skipped: with TensorFlow outside XLA and with PyTorch the call raises an error naming the
+    first such value; everywhere the loss is NaN, so `kd.callbacks.StopOnNaN` stops the run.
     """
 
     def __init__(self, ignore_class=IGNORE_LABEL, aux_weight=0.4, name=None,
@@ -35,6 +40,17 @@ class SegmentationLoss(keras.losses.Loss):
 
     def _batch_loss(self, y_true, y_pred):
         labels = squeeze_mask(y_true)
+        if isinstance(y_pred, dict) and "logits" not in y_pred:
+            return self._guarded_batch_loss(labels, y_pred)  # raises, naming the keys
+        logits = y_pred["logits"] if isinstance(y_pred, dict) else y_pred
+        num_classes = logits.shape[-1]
+        if num_classes is None:  # unknown until run time: the subclass's own masking applies
+            return self._guarded_batch_loss(labels, y_pred)
+        labels = check_labels(labels, num_classes, self.ignore_class, type(self).__name__)
+        invalid = ops.any(invalid_mask(labels, num_classes, self.ignore_class))
+        return ops.where(invalid, float("nan"), self._guarded_batch_loss(labels, y_pred))
+
+    def _guarded_batch_loss(self, labels, y_pred):
         if isinstance(y_pred, dict):
             if "logits" not in y_pred:
                 raise ValueError(

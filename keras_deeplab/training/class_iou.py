@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import keras
 
+from keras_deeplab.training._label_guard import LabelGuard
 from keras_deeplab.training._utils import main_logits, squeeze_mask
 from keras_deeplab.utils import IGNORE_LABEL
 
 
 @keras.saving.register_keras_serializable(package="keras_deeplab")
-class ClassIoU(keras.metrics.IoU):
+class ClassIoU(LabelGuard, keras.metrics.IoU):
     """Intersection-over-union of a single class, taking logits, ignoring the void label.
 
     Use one per class to get per-class IoU in `model.fit` logs (see `per_class_iou_metrics`).
-    Like `MeanIoU` its state is a confusion matrix, summed across replicas.
+    Like `MeanIoU` its state is a confusion matrix, summed across replicas, and labels outside
+    the classes (other than ``ignore_class``) raise or make the result NaN as in `MeanIoU`.
 
     Args:
         num_classes: int. Number of classes.
@@ -35,10 +37,14 @@ class ClassIoU(keras.metrics.IoU):
         super().__init__(num_classes=num_classes, target_class_ids=[int(class_id)],
                          ignore_class=ignore_class, sparse_y_true=True, sparse_y_pred=False,
                          name=name or f"iou_{int(class_id)}", dtype=dtype)
+        self._guard_init()
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(squeeze_mask(y_true), main_logits(y_pred),
-                                    sample_weight=sample_weight)
+        return super().update_state(self._guard_labels(squeeze_mask(y_true)),
+                                    main_logits(y_pred), sample_weight=sample_weight)
+
+    def result(self):
+        return self._guard_result(super().result())
 
     def get_config(self):
         return {"num_classes": self.num_classes, "class_id": self.class_id,

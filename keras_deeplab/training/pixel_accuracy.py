@@ -14,7 +14,8 @@ class PixelAccuracy(MeanIoU):
     """Fraction of correctly classified pixels, ignoring the void label.
 
     Computed as ``trace(CM) / sum(CM)`` of a streaming confusion matrix, so it is exact over
-    a whole dataset and across replicas.
+    a whole dataset and across replicas. Labels outside the classes (other than
+    ``ignore_class``) raise or make the result NaN, as in `MeanIoU`.
 
     Args:
         num_classes: int. Number of classes.
@@ -34,4 +35,4 @@ class PixelAccuracy(MeanIoU):
 
     def result(self):
         cm = ops.cast(self.total_cm, "float32")
-        return ops.divide_no_nan(ops.trace(cm), ops.sum(cm))
+        return self._guard_result(ops.divide_no_nan(ops.trace(cm), ops.sum(cm)))
