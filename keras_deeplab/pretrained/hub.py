@@ -54,6 +54,8 @@ def download(name, cache_dir=None, origin=None):
     checkpoint = get_checkpoint(name)
     cache_dir = cache_dir or default_cache_dir()
     target = os.path.join(cache_dir, CACHE_SUBDIR, checkpoint.filename)
+    # get_file falls back to /tmp/.keras when cache_dir does not exist yet
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     try:
         path = keras.utils.get_file(checkpoint.filename, origin=origin or checkpoint.url,
                                     cache_dir=cache_dir, cache_subdir=CACHE_SUBDIR)
