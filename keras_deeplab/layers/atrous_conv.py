@@ -1,5 +1,9 @@
 """Atrous (dilated) convolutions that take the native dilated kernel on TensorFlow."""
 
+import contextlib
+import os
+import threading
+
 import keras
 
 from keras_deeplab.utils import as_pair, register
@@ -13,18 +17,124 @@ def _native_tf_path(layer):
     )
 
 
+# How the gradient of a dilated conv is taken on TensorFlow. "auto" (the default) probes the
+# running kernels once per process, device and dtype; "native" / "space_to_batch" force one
+# path (for tests and benchmarks). Read from the environment variable of the same name.
+DILATED_GRADIENT_ENV = "KERAS_DEEPLAB_DILATED_GRADIENT"
+DILATED_GRADIENT_MODES = ("auto", "native", "space_to_batch")
+_native_gradient_support = {}  # (device, dtype) -> bool, filled by the probe
+
+
+def _dilated_gradient_mode():
+    mode = os.environ.get(DILATED_GRADIENT_ENV, "auto").strip().lower() or "auto"
+    if mode not in DILATED_GRADIENT_MODES:
+        raise ValueError(
+            f"{DILATED_GRADIENT_ENV}={mode!r} (keras_deeplab/layers/atrous_conv.py): expected "
+            f"one of {DILATED_GRADIENT_MODES}; unset it to let the layer probe the kernels."
+        )
+    return mode
+
+
+def _probe_native_dilated_gradient(dtype):
+    """Runs the native gradient of a rate-2 ``tf.nn.conv2d`` on a 1x7x7x2 tensor, eagerly
+    and inside a ``tf.function`` (oneDNN rewrites graphs and eager ops separately), and
+    compares it with the space-to-batch gradient. True if both run and agree."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.cast(rng.normal(size=(1, 7, 7, 2)), dtype)
+    kernel = tf.cast(rng.normal(size=(3, 3, 2, 3)), dtype)
+
+    def grads(native):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            if native:
+                y = tf.nn.conv2d(x, kernel, 1, "SAME", dilations=2)
+            else:
+                y = tf.nn.convolution(x, kernel, padding="SAME", dilations=2)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
+        return [tf.cast(g, tf.float32) for g in tape.gradient(loss, [x, kernel])]
+
+    try:
+        reference = grads(native=False)
+        candidates = grads(native=True) + tf.function(lambda: grads(native=True))()
+    except (tf.errors.OpError, NotImplementedError):
+        return False
+    tol = 5e-2 if dtype in (tf.bfloat16, tf.float16) else 1e-4
+    return all(
+        np.allclose(got.numpy(), ref.numpy(), rtol=tol, atol=tol * float(tf.reduce_max(tf.abs(ref))))
+        for got, ref in zip(candidates, reference + reference)
+    )
+
+
+def native_dilated_gradient_supported(dtype="float32", device=None):
+    """Whether TensorFlow's own dilated ``Conv2DBackpropInput/Filter`` run on this process.
+
+    Decided by a one-time probe per (device, dtype) and cached for the process: the native
+    gradient of a rate-2 ``tf.nn.conv2d`` is run on a 1x7x7x2 tensor (eagerly and traced)
+    on ``device`` and compared with the space-to-batch gradient. The answer depends on the
+    kernels TensorFlow runs, not on the hardware alone: cuDNN (GPU) and oneDNN (TF's
+    default CPU kernels on x86) support dilated backprop; TF's Eigen CPU kernels
+    (``TF_ENABLE_ONEDNN_OPTS=0``) reject it ("Current CPU implementations do not yet
+    support dilation rates larger than 1").
+
+    The environment variable ``KERAS_DEEPLAB_DILATED_GRADIENT`` overrides the probe:
+    ``native`` (True), ``space_to_batch`` (False) or ``auto`` (probe; the default).
+
+    Args:
+        dtype: str or tf.DType. Compute dtype of the convolution. Defaults to "float32".
+        device: str or None. TF device to probe (e.g. "/GPU:0"); None (default) probes
+            the device TensorFlow places ops on by default.
+
+    Returns:
+        bool.
+
+    Raises:
+        ValueError: the environment variable holds an unknown mode.
+    """
+    import tensorflow as tf
+
+    mode = _dilated_gradient_mode()
+    if mode != "auto":
+        return mode == "native"
+    dtype = tf.as_dtype(dtype)
+    key = (device or "", dtype.name)
+    if key not in _native_gradient_support:
+        # A fresh thread runs eagerly, outside any graph being traced, tape or
+        # distribution strategy of the caller (tf.init_scope would pause the tape).
+        result = []
+
+        def probe():
+            with tf.device(device) if device else contextlib.nullcontext():
+                result.append(_probe_native_dilated_gradient(dtype))
+
+        thread = threading.Thread(target=probe, name="keras_deeplab-dilated-gradient-probe")
+        thread.start()
+        thread.join()
+        if not result:
+            raise RuntimeError("keras_deeplab/layers/atrous_conv.py: the dilated-gradient "
+                               "probe thread failed; see the traceback printed above.")
+        _native_gradient_support[key] = result[0]
+    return _native_gradient_support[key]
+
+
 def _tf_dilated_conv2d(x, kernel, strides, padding, rates):
     """``tf.nn.conv2d`` with dilations, differentiable on every TF device.
 
-    The forward pass is one native dilated ``Conv2D``. TensorFlow's CPU kernels for its
-    gradients (``Conv2DBackpropInput/Filter``) reject dilations, so where no GPU is
-    visible the gradient is taken through the space-to-batch formulation instead (same
-    values; the unused forward of that formulation is pruned from the graph).
+    The forward pass is one native dilated ``Conv2D``. Its gradient is TensorFlow's own
+    (dilated ``Conv2DBackpropInput/Filter``) wherever the running kernels support it
+    (`native_dilated_gradient_supported`, probed once per process, device and dtype);
+    where they don't (TF's Eigen CPU kernels, ``TF_ENABLE_ONEDNN_OPTS=0``) the gradient is
+    taken through the space-to-batch formulation instead (same values; the unused forward
+    of that formulation is pruned from the graph). The choice is made when the op is
+    traced, in the process that runs it: with the native gradient the graph holds the
+    plain ``Conv2D`` only, whose gradient TensorFlow looks up where it is differentiated.
     """
     import tensorflow as tf
 
     conv_args = dict(strides=(1, *strides, 1), padding=padding, dilations=(1, *rates, 1))
-    if tf.config.list_logical_devices("GPU"):
+    if native_dilated_gradient_supported(x.dtype, device=x.device or None):
         return tf.nn.conv2d(x, kernel, **conv_args)
 
     @tf.custom_gradient
