@@ -107,27 +107,11 @@ def miou_of_labels(labels, predictions, num_classes):
 
 
 def plot_curves(history, baselines, path):
-    import matplotlib
+    """The training curve of DeepLabv3+ with the baselines' final test mIoU: the figure every
+    training run writes (`keras_deeplab.training.run_report.plot_training_curves`)."""
+    from keras_deeplab.training.run_report import plot_training_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    ax1.plot(epochs, history["loss"], "o-", label="DeepLabv3+ train loss")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("cross-entropy")
-    ax1.legend()
-    ax2.plot(epochs, history["val_miou"], "o-", label="DeepLabv3+ val mIoU")
-    for name, value in baselines.items():
-        ax2.axhline(value, linestyle="--", label=f"{name} (test, final)", color="gray" if name == "pixel" else "tab:orange")
-    ax2.set_ylim(0, 1)
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("mIoU")
-    ax2.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_training_curves(history, path, baselines=baselines, title="DeepLabv3+ (demo)")
 
 
 def plot_examples(images, masks, preds, crf_preds, palette, path):
@@ -404,6 +388,8 @@ def run(args):
 
 
 def write_report(r, cfg, path, quick):
+    from keras_deeplab.training.run_report import markdown_table
+
     e, c = r["exports"], r["crf"]
     lines = [
         "# keras_deeplab demo report",
@@ -414,13 +400,12 @@ def write_report(r, cfg, path, quick):
         f"Data: synthetic, {cfg['image_size']}x{cfg['image_size']}, 6 classes (texture defines the class, "
         f"colour does not); {cfg['num_train']} train / {cfg['num_val']} val / {cfg['num_test']} held-out test images.",
         "",
-        "| model | parameters | epochs | train time | test mIoU | pixel acc. |",
-        "|---|---|---|---|---|---|",
+        markdown_table(["model", "parameters", "epochs", "train time", "test mIoU", "pixel acc."],
+                       [[name, f"{r[name]['parameters']:,}", r[name]["epochs"],
+                         f"{r[name]['train_seconds']:.0f} s", f"{r[name]['test_miou']:.4f}",
+                         f"{r[name]['test_pixel_accuracy']:.4f}"]
+                        for name in ("deeplabv3plus", "fcn", "pixel")]),
     ]
-    for name in ("deeplabv3plus", "fcn", "pixel"):
-        m = r[name]
-        lines.append(f"| {name} | {m['parameters']:,} | {m['epochs']} | {m['train_seconds']:.0f} s | "
-                     f"{m['test_miou']:.4f} | {m['test_pixel_accuracy']:.4f} |")
     lines += [
         "",
         "DeepLabv3+ and FCN train for the same number of epochs. "

@@ -116,13 +116,19 @@ def test_cli_evaluate_in_process(tmp_path, capsys):
     results = json.loads((tmp_path / "r.json").read_text())
     assert results["cityscapes_official_miou"] == pytest.approx(results["mean_iou"], abs=1e-12)
     assert "mean IoU" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="--data-dir"):
-        cli.main(["train", "--dataset", "cityscapes"])  # no --data-dir, no --synthetic
-    with pytest.raises(SystemExit, match="--model unet does not support --backbone"):
-        cli.main(["train", "--synthetic", "--model", "unet", "--backbone", "resnet50"])
-    with pytest.raises(ValueError, match="--export-dir"):  # VOC has no labelId export
-        cli.main(["evaluate", "--model", str(tmp_path / "m.keras"), "--dataset", "voc",
-                  "--data-dir", data, "--export-dir", str(tmp_path / "x")])
+    # user mistakes: exit status 2 and one line naming the flag, no traceback
+    assert cli.main(["train", "--dataset", "cityscapes"]) == 2  # no --data-dir, no --synthetic
+    assert "--data-dir" in capsys.readouterr().err
+    assert cli.main(["train", "--synthetic", "--model", "unet", "--backbone", "resnet50"]) == 2
+    assert "--model unet does not support --backbone" in capsys.readouterr().err
+    # VOC has no labelId export: the command fails (status 1), naming the flag
+    assert cli.main(["evaluate", "--model", str(tmp_path / "m.keras"), "--dataset", "voc",
+                     "--data-dir", data, "--export-dir", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "--export-dir" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="--export-dir"):  # --debug: the exception itself
+        cli.main(["--debug", "evaluate", "--model", str(tmp_path / "m.keras"), "--dataset",
+                  "voc", "--data-dir", data, "--export-dir", str(tmp_path / "x")])
 
 
 @pytest.mark.parametrize("name, cls", [("deeplabv3plus", "DeepLabV3Plus"),

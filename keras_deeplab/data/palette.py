@@ -10,6 +10,18 @@ Palettes:
     VOClabelcolormap.m``: the bits of the class id spread over R, G, B from the most
     significant bit down) for the 21 classes of `keras_deeplab.data.labels.VOC_CLASSES`.
 
+    ``"generated"``: a palette for any number of classes, for models of more classes than a
+    named palette holds: class ids 0..254 take the VOC devkit colour map (so a 21-class
+    "generated" palette is the VOC palette, and every id gets its own colour), ids from 255
+    up take colours at golden-angle steps of hue (`generated_palette`).
+    A file: a ``.json`` list of ``[r, g, b]`` triples or ``{"colors": [...],
+    "class_names": [...]}``, or a text file with one ``r g b [class name]`` line per class
+    (`read_palette_file`).
+
+Which palette a model gets by default (`default_palette`, used by ``keras-deeplab
+predict``, the Predictor and the TensorBoard mask panels alike): the model's own
+``palette`` when it carries one, "cityscapes" for 19 classes, otherwise "generated".
+
 The ignore label:
     Label 255 (`keras_deeplab.utils.IGNORE_LABEL`), and any label a palette has no colour
     for, is drawn in ONE colour for every palette: `IGNORE_COLOR` = (224, 224, 192), the
@@ -62,16 +74,128 @@ VOC_PALETTE = voc_colormap(VOC_NUM_CLASSES)
 #: Named palettes accepted by `get_palette` / `colorize` (name -> uint8 (N, 3) colours).
 PALETTES = {"cityscapes": CITYSCAPES_PALETTE, "voc": VOC_PALETTE, "pascal_voc": VOC_PALETTE}
 
+#: The palette that covers any number of classes (see `generated_palette`).
+GENERATED = "generated"
+
 for _colours in (CITYSCAPES_PALETTE, VOC_PALETTE):
     _colours.setflags(write=False)
+
+
+def generated_palette(num_classes):
+    """Distinct colours for any number of classes.
+
+    Ids 0..254 take the PASCAL VOC devkit colour map (`voc_colormap`), so ids below 21 get the
+    VOC colours and no two of the first 255 ids share a colour; id ``k >= 255`` takes the hue
+    ``(k * 0.618034) mod 1`` (golden-angle steps) at saturation 0.65 and value 0.95.
+    The ignore label keeps `IGNORE_COLOR`.
+
+    Args:
+        num_classes: int >= 1.
+
+    Returns:
+        uint8 array (num_classes, 3).
+
+    Raises:
+        ValueError: ``num_classes`` < 1.
+    """
+    import colorsys
+
+    n = int(num_classes)
+    if n < 1:
+        raise ValueError(f"generated_palette(num_classes): need >= 1 class, got {num_classes!r}.")
+    colours = np.zeros((n, 3), np.uint8)
+    colours[: min(n, IGNORE_LABEL)] = voc_colormap(IGNORE_LABEL)[: min(n, IGNORE_LABEL)]
+    for k in range(IGNORE_LABEL, n):
+        r, g, b = colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.65, 0.95)
+        colours[k] = (round(255 * r), round(255 * g), round(255 * b))
+    return colours
+
+
+def read_palette_file(path):
+    """Reads a palette file: colours, and class names when the file has them.
+
+    Formats: ``.json`` holding a list of ``[r, g, b]`` triples or an object
+    ``{"colors": [[r, g, b], ...], "class_names": [...]}`` (class names optional); any
+    other file is text with one class per line, ``r g b`` or ``r,g,b`` then an optional
+    class name (blank lines and lines starting with ``#`` are skipped).
+
+    Args:
+        path: str. The file.
+
+    Returns:
+        ``(colours, class_names)``: uint8 (N, 3) and a list of N str, or None.
+
+    Raises:
+        ValueError: a line or entry that is not three integers in [0, 255] (names the file
+            and the line), class names of another length than the colours, an empty file.
+    """
+    import json
+
+    if path.lower().endswith(".json"):
+        with open(path) as f:
+            data = json.load(f)
+        names = None
+        if isinstance(data, dict):
+            names = data.get("class_names")
+            data = data.get("colors", data.get("colours"))
+        entries = [(i + 1, c) for i, c in enumerate(data or [])]
+    else:
+        entries, names = [], []
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                parts = line.replace(",", " ").split(None, 3)
+                entries.append((number, parts[:3]))
+                names.append(parts[3].strip() if len(parts) > 3 else None)
+        names = names if names and all(n is not None for n in names) else None
+    colours = []
+    for number, entry in entries:
+        try:
+            rgb = [int(v) for v in entry]
+        except (TypeError, ValueError):
+            rgb = []
+        if len(rgb) != 3 or min(rgb) < 0 or max(rgb) > 255:
+            raise ValueError(f"{path}: entry {number} ({entry!r}) is not three integers "
+                             "r g b in [0, 255].")
+        colours.append(rgb)
+    if not colours:
+        raise ValueError(f"{path} holds no colours; write one 'r g b [name]' line per class.")
+    if names is not None and len(names) != len(colours):
+        raise ValueError(f"{path}: {len(names)} class names for {len(colours)} colours.")
+    return np.asarray(colours, np.uint8), (list(map(str, names)) if names else None)
+
+
+def default_palette(num_classes=None, model=None):
+    """The palette a model's predictions are drawn with when none is given.
+
+    The model's ``palette`` attribute when it has one (`SegmentationModel.palette`), else
+    "cityscapes" for 19 classes, else "generated" (VOC colours for 21 classes, distinct
+    colours for any count). `kd.inference.Predictor`, ``keras-deeplab predict`` and
+    `kd.callbacks.TensorBoardMasks` all use it, so one model is drawn in one set of colours.
+
+    Args:
+        num_classes: int or None. Classes the model predicts.
+        model: object or None. A model that may carry a ``palette``.
+
+    Returns:
+        A palette for `get_palette`: a name or a list of colours.
+    """
+    own = getattr(model, "palette", None) if model is not None else None
+    if own is not None and not callable(own):
+        return own
+    return "cityscapes" if num_classes == len(CITYSCAPES_PALETTE) else GENERATED
 
 
 def get_palette(palette, num_classes=None):
     """Resolves a palette name or a list of colours to uint8 colours and the ignore colour.
 
     Args:
-        palette: ``"cityscapes"`` (19 colours), ``"voc"`` / ``"pascal_voc"`` (21 colours) or a
-            sequence / array of (r, g, b) triples with values in [0, 255].
+        palette: ``"cityscapes"`` (19 colours), ``"voc"`` / ``"pascal_voc"`` (21 colours),
+            ``"generated"`` (``num_classes`` colours, 255 without it; `generated_palette`),
+            the path of a palette file (`read_palette_file`) or a sequence / array of
+            (r, g, b) triples with values in [0, 255].
         num_classes: optional int. The number of classes the colours must cover.
 
     Returns:
@@ -82,12 +206,20 @@ def get_palette(palette, num_classes=None):
         ValueError: unknown name, a custom palette that is not (N, 3) in [0, 255], or fewer
             colours than ``num_classes`` (the message says which palette to pass instead).
     """
-    if isinstance(palette, str):
+    import os
+
+    if isinstance(palette, str) and palette.lower() == GENERATED:
+        colours = generated_palette(num_classes or IGNORE_LABEL)
+        name = repr(palette)
+    elif isinstance(palette, str) and palette.lower() not in PALETTES and os.path.isfile(palette):
+        colours, _ = read_palette_file(palette)
+        name = f"the palette file {palette}"
+    elif isinstance(palette, str):
         key = palette.lower()
         if key not in PALETTES:
             raise ValueError(
-                f"Unknown palette {palette!r}; use one of {sorted(PALETTES)} or a list of "
-                "(r, g, b) colours."
+                f"Unknown palette {palette!r}: use one of {sorted(PALETTES) + [GENERATED]}, a "
+                "palette file (.json or 'r g b [name]' lines) or a list of (r, g, b) colours."
             )
         colours = PALETTES[key]
         name = repr(palette)
@@ -104,9 +236,9 @@ def get_palette(palette, num_classes=None):
         name = "the custom palette"
     if num_classes is not None and len(colours) < num_classes:
         raise ValueError(
-            f"{name} has {len(colours)} colours but the model predicts {num_classes} "
-            f"classes. Pass palette= a list of at least {num_classes} (r, g, b) colours"
-            + (" (or palette='voc' for up to 21 classes)." if num_classes <= 21 else ".")
+            f"Palette {name} has {len(colours)} colours but the model predicts {num_classes} "
+            f"classes: use the palette 'generated' (any number of classes), a palette file or "
+            f"a list of at least {num_classes} (r, g, b) colours."
         )
     return np.asarray(colours, np.uint8), IGNORE_COLOR.copy()
 
@@ -123,10 +255,14 @@ def colorize(labels, palette="cityscapes", ignore_color=None):
     Returns:
         uint8 array (..., H, W, 3).
     """
-    colours, ignore = get_palette(palette)
+    labels = np.asarray(labels)
+    count = None
+    if isinstance(palette, str) and palette.lower() == GENERATED:
+        valid = labels[labels != IGNORE_LABEL]
+        count = max(int(valid.max(initial=0)) + 1, 1)
+    colours, ignore = get_palette(palette, count)
     if ignore_color is not None:
         ignore = np.asarray(ignore_color, np.uint8)
-    labels = np.asarray(labels)
     if len(colours) <= IGNORE_LABEL + 1 and labels.min(initial=0) >= 0 and \
             labels.max(initial=0) <= IGNORE_LABEL:
         lut = np.tile(ignore, (IGNORE_LABEL + 1, 1))
@@ -185,3 +321,63 @@ def pil_palette(palette="voc"):
         full = np.tile(ignore, (IGNORE_LABEL + 1, 1))
         full[: len(colours)] = colours
     return full.reshape(-1).tolist()
+
+
+def class_labels(num_classes, class_names=None):
+    """Display names of classes: ``class_names`` when given (checked against
+    ``num_classes``), else ``"class 0"``, ``"class 1"`` ...
+
+    Raises:
+        ValueError: ``class_names`` of another length than ``num_classes``.
+    """
+    if class_names is None:
+        return [f"class {i}" for i in range(int(num_classes))]
+    names = [str(n) for n in class_names]
+    if len(names) != int(num_classes):
+        raise ValueError(f"{len(names)} class names for a model of {num_classes} classes.")
+    return names
+
+
+def legend(class_names, palette, counts=None, height=None, width=220, row=18):
+    """A legend panel: one colour swatch and class name per row.
+
+    Args:
+        class_names: list of str, one per class id (`class_labels`).
+        palette: a palette for `get_palette` (at least one colour per class).
+        counts: optional int array (num_classes,): pixels per class. When given, only the
+            classes with pixels are listed, most pixels first, with their share in percent.
+        height: int or None. Panel height in pixels (rows that do not fit are summarised as
+            "+N more"); None: tall enough for every row.
+        width: int. Panel width in pixels. Defaults to 220.
+        row: int. Row height in pixels. Defaults to 18.
+
+    Returns:
+        uint8 (height, width, 3), white background, PIL's default font.
+    """
+    from PIL import Image, ImageDraw
+
+    colours, _ = get_palette(palette, len(class_names))
+    ids = list(range(len(class_names)))
+    if counts is not None:
+        counts = np.asarray(counts, np.int64)
+        total = max(int(counts.sum()), 1)
+        ids = [int(i) for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
+    rows = len(ids)
+    if height is None:
+        height = max(row * rows + 8, row + 8)
+    fits = max((int(height) - 8) // row, 1)
+    shown = ids if rows <= fits else ids[: fits - 1]
+    panel = Image.new("RGB", (int(width), int(height)), (255, 255, 255))
+    draw = ImageDraw.Draw(panel)
+    for k, i in enumerate(shown):
+        y = 4 + k * row
+        draw.rectangle([4, y + 2, 4 + row - 4, y + row - 2], fill=tuple(int(c) for c in colours[i]),
+                       outline=(0, 0, 0))
+        text = class_names[i] if class_names[i] == f"class {i}" else f"{i} {class_names[i]}"
+        if counts is not None:
+            text += f" {100.0 * counts[i] / total:.1f}%"
+        draw.text((row + 6, y + 3), text, fill=(0, 0, 0))
+    if len(shown) < rows:
+        draw.text((row + 6, 4 + len(shown) * row + 3), f"+{rows - len(shown)} more",
+                  fill=(0, 0, 0))
+    return np.asarray(panel, np.uint8)

@@ -42,11 +42,59 @@ class CRFSearchResult:
         """A `DenseCRF` with the base settings and the best parameters."""
         return DenseCRF(**{**self.base_config, **self.best_params})
 
+    @property
+    def helps(self):
+        """bool: the best setting beats the model without CRF (mIoU strictly higher)."""
+        return bool(self.best_miou > self.baseline_miou)
+
+    def verdict(self):
+        """One sentence: whether the CRF helps this model, with the numbers."""
+        if not self.helps:
+            return (f"CRF does not help this model: mIoU without CRF {self.baseline_miou:.4f}, "
+                    f"best with CRF {self.best_miou:.4f} ({self.num_images} images). "
+                    "Predict without --crf.")
+        return (f"CRF helps this model: mIoU {self.baseline_miou:.4f} -> {self.best_miou:.4f} "
+                f"({100 * (self.best_miou - self.baseline_miou):+.2f} points, "
+                f"{self.num_images} images) with {self.best_params}.")
+
+    def to_dict(self):
+        """JSON-ready record: verdict, baseline and best mIoU, best parameters, the full CRF
+        config to use (``crf_config``: the base settings with the best parameters), the
+        table. `load_crf_params` reads it back."""
+        return {"verdict": self.verdict(), "helps": self.helps,
+                "baseline_miou": float(self.baseline_miou), "best_miou": float(self.best_miou),
+                "best_params": dict(self.best_params),
+                "crf_config": {**self.base_config, **self.best_params},
+                "num_images": int(self.num_images), "table": list(self.table)}
+
+    def save(self, path):
+        """Writes ``<path>`` (.json, `to_dict`) and the table as CSV next to it
+        (``<stem>.csv``: stage, the three parameters, mIoU, delta). Returns both paths."""
+        import csv
+        import os
+
+        from keras_deeplab.provenance import jsonable, write_json_atomic
+
+        stem = os.path.splitext(path)[0]
+        if os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_json_atomic(path, jsonable(self.to_dict()))
+        columns = ["stage", "bilateral_compat", "bilateral_sxy", "bilateral_srgb", "miou",
+                   "delta"]
+        with open(stem + ".csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            for row in sorted(self.table, key=lambda r: -r["miou"]):
+                writer.writerow({k: row[k] for k in columns})
+        return path, stem + ".csv"
+
     def to_markdown(self):
-        """The table of settings as Markdown, best first."""
+        """The verdict and the table of settings as Markdown, best first."""
         lines = [
             f"Dense CRF search on {self.num_images} images; mIoU without CRF "
             f"{self.baseline_miou:.4f}, best {self.best_miou:.4f} with {self.best_params}",
+            "",
+            self.verdict(),
             "",
             "| stage | w1 (bilateral_compat) | sigma_alpha (bilateral_sxy) | sigma_beta "
             "(bilateral_srgb) | mIoU before | mIoU after | delta |",
@@ -62,6 +110,27 @@ class CRFSearchResult:
 
     def __str__(self):
         return self.to_markdown()
+
+
+def load_crf_params(path):
+    """The `DenseCRF` a `CRFSearchResult.save` JSON file describes (``crf_config``), and the
+    file's record (with ``verdict`` and ``helps``).
+
+    Raises:
+        ValueError: the file is not a crf-search result (names the file).
+    """
+    import json
+
+    with open(path) as f:
+        try:
+            record = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not JSON ({e}); pass the .json file "
+                             "`keras-deeplab crf-search` wrote.") from None
+    if not isinstance(record, dict) or "crf_config" not in record:
+        raise ValueError(f"{path} has no 'crf_config': pass the .json file "
+                         "`keras-deeplab crf-search --output` wrote.")
+    return DenseCRF(**record["crf_config"]), record
 
 
 # Shared with forked workers through the pool initializer (no per-task copies).

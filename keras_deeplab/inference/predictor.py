@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from keras_deeplab.data.palette import get_palette
+from keras_deeplab.data.palette import default_palette, get_palette
 from keras_deeplab.inference.engine import PredictionEngine
 from keras_deeplab.inference.image_io import ImageReadError, read_image, to_image_array
 from keras_deeplab.inference.result import PredictionResult
@@ -40,8 +40,12 @@ class Predictor:
         input_size: int, (height, width) or None. Defaults to None.
         sliding_window: int, (height, width) or None. Defaults to None.
         overlap: float in [0, 1). Sliding-window overlap fraction. Defaults to 1/3.
-        palette: `"cityscapes"`, `"voc"` or a list of (r, g, b) colours, at
-            least one per class. Defaults to `"cityscapes"`.
+        palette: `"cityscapes"`, `"voc"`, `"generated"`, a palette file or a list of
+            (r, g, b) colours, at least one per class. Defaults to None: the model's own
+            (`model.palette`), else `keras_deeplab.data.palette.default_palette` of its
+            class count (the TensorBoard mask panels use the same rule).
+        class_names: list of str or None. Class names for legends; None: the model's
+            `class_names` when it has them (else "class 0", "class 1" ...).
         overlay_alpha: float. Colour-map opacity in overlays. Defaults to 0.5.
         num_threads: int or None. TFLite interpreter threads. Defaults to None.
         scales: sequence of float > 0. Test scales (multi-scale inference). Defaults
@@ -75,13 +79,14 @@ class Predictor:
         input_size=None,
         sliding_window=None,
         overlap=1.0 / 3.0,
-        palette="cityscapes",
+        palette=None,
         overlay_alpha=0.5,
         num_threads=None,
         scales=(1.0,),
         flip=False,
         output_stride=None,
         batch_size=4,
+        class_names=None,
     ):
         self.engine = PredictionEngine(
             model,
@@ -97,11 +102,16 @@ class Predictor:
         self.runner = self.engine.runner
         self.model_path = None if not isinstance(model, (str, os.PathLike)) else os.fspath(model)
         self.crf = crf
-        self.palette = palette
+        keras_model = getattr(self.runner, "model", None)
+        self.class_names = (class_names if class_names is not None
+                            else getattr(keras_model, "class_names", None))
+        self._palette_given = palette if palette is not None else getattr(keras_model, "palette",
+                                                                          None)
         self.overlay_alpha = float(overlay_alpha)
         self.num_classes = self.engine.num_classes
+        self.palette = self._palette_given
         if self.num_classes is not None:
-            get_palette(palette, self.num_classes)  # fail early on a short palette
+            self.palette = self._resolve_palette()  # fail early on a short palette
 
     # The engine's settings, read through the predictor.
     input_size = property(lambda self: self.engine.input_size)
@@ -125,8 +135,15 @@ class Predictor:
         probs = self.engine.probabilities(np.asarray(image, np.float32)[None])[0]
         if self.num_classes is None:
             self.num_classes = probs.shape[-1]
-            get_palette(self.palette, self.num_classes)
+            self.palette = self._resolve_palette()
         return probs
+
+    def _resolve_palette(self):
+        palette = self._palette_given
+        if palette is None:
+            palette = default_palette(self.num_classes)
+        get_palette(palette, self.num_classes)
+        return palette
 
     def _result(self, image, probs, source):
         return PredictionResult(
@@ -137,6 +154,7 @@ class Predictor:
             source=source,
             crf=self.crf is not None,
             overlay_alpha=self.overlay_alpha,
+            class_names=self.class_names,
         )
 
     def predict(self, x, crf=True):

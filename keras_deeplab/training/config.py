@@ -26,28 +26,104 @@ kd.training.experiment.train(config)
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
 import os
 import re
 from typing import Optional, Tuple, Union
 
-from keras_deeplab.backbones import NAMES as BACKBONES
-from keras_deeplab.data.augment import AugmentConfig
-from keras_deeplab.data.labels import CITYSCAPES_NUM_CLASSES, VOC_NUM_CLASSES
-from keras_deeplab.training.class_weights import METHODS as CLASS_WEIGHTINGS
-from keras_deeplab.training.distribute import STRATEGIES
-from keras_deeplab.training.precision import PRECISIONS
-from keras_deeplab.utils import check_output_stride
+# This module imports neither TensorFlow nor Keras (nor a keras_deeplab module that does) at
+# import time: the command line builds its parser from it, and ``keras-deeplab --help``
+# answers without loading a framework. The other stages' choice lists and the augmentation
+# defaults are read from their defining modules' source (`_declared`, one definition each;
+# tests/test_config.py checks them against the imported values); whatever needs the
+# stages themselves (the backbone names, the dataset class counts, `AugmentConfig`) is
+# imported when a config is built.
 
-# --- the choice lists (each defined once; the other stages' lists are imported above) ----
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@functools.lru_cache(maxsize=None)
+def _declared(module, name):
+    """The literal value of ``name = ...`` (or of a dataclass's field defaults, as a dict,
+    for ``name`` a class) in ``keras_deeplab/<module>.py``, read without importing it."""
+    path = os.path.join(_PACKAGE, *module.split(".")) + ".py"
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name
+                                                for t in node.targets):
+            return ast.literal_eval(node.value)
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            fields = {}
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and item.value is not None:
+                    try:
+                        fields[item.target.id] = ast.literal_eval(item.value)
+                    except ValueError:  # a default that is not a literal
+                        pass
+            return fields
+    raise LookupError(f"{name} is not declared in {path}.")
+
+
+# --- the choice lists (each defined once; the other stages' lists are read from them) ----
+CLASS_WEIGHTINGS = _declared("training.class_weights", "METHODS")
+STRATEGIES = _declared("training.distribute", "STRATEGIES")
+PRECISIONS = _declared("training.precision", "PRECISIONS")
 DATASETS = ("cityscapes", "voc", "folder", "synthetic")
 MODELS = ("deeplabv3plus", "deeplabv3", "deeplabv2", "fcn", "unet", "pixel")
 LOSSES = ("ce", "ohem", "lovasz", "dice")
 AUGMENT_ON = ("data", "device")
 OUTPUT_STRIDES = (8, 16, 32)
 
-#: Classes of the datasets whose label set is fixed ("synthetic" defaults to 6 of its 12).
-NUM_CLASSES = {"cityscapes": CITYSCAPES_NUM_CLASSES, "voc": VOC_NUM_CLASSES, "synthetic": 6}
+
+
+def fixed_num_classes(dataset):
+    """Classes of a dataset whose label set is fixed (Cityscapes 19, VOC 21; "synthetic"
+    defaults to 6 of its 12), or None ("folder")."""
+    from keras_deeplab.data.labels import CITYSCAPES_NUM_CLASSES, VOC_NUM_CLASSES
+
+    return {"cityscapes": CITYSCAPES_NUM_CLASSES, "voc": VOC_NUM_CLASSES,
+            "synthetic": 6}.get(dataset)
+
+
+def _backbones():
+    from keras_deeplab.backbones import NAMES
+
+    return NAMES
+
+
+def _augment_config(*args, **kwargs):
+    from keras_deeplab.data.augment import AugmentConfig
+
+    return AugmentConfig(*args, **kwargs)
+
+
+def _coerce_augment(value):
+    from keras_deeplab.data.augment import AugmentConfig
+
+    return AugmentConfig.coerce(value)
+
+
+def __getattr__(name):
+    """The names this module re-exports from the stages, imported on first use (PEP 562):
+    ``AugmentConfig``, ``BACKBONES`` (`keras_deeplab.backbones.NAMES`), ``NUM_CLASSES``."""
+    if name == "AugmentConfig":
+        from keras_deeplab.data.augment import AugmentConfig
+
+        return AugmentConfig
+    if name == "BACKBONES":
+        return _backbones()
+    if name == "NUM_CLASSES":
+        return {d: fixed_num_classes(d) for d in ("cityscapes", "voc", "synthetic")}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def check_output_stride(output_stride, allowed):
+    from keras_deeplab.utils import check_output_stride as check
+
+    return check(output_stride, allowed)
 
 #: DeepLab's settings per dataset (Chen et al. 2017/2018); fields left at None take these.
 DATASET_DEFAULTS = {
@@ -121,12 +197,25 @@ def _opt_str(text):
     return None if text in ("none", "None", "") else str(text)
 
 
+def _backbone_name(text):
+    """argparse type of --backbone: a name of `keras_deeplab.backbones.NAMES` or none (the
+    names are imported only when the flag is given, so building the parser needs no
+    framework)."""
+    if text in ("none", "None", ""):
+        return None
+    names = _backbones()
+    if text not in names:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from "
+                                         f"{', '.join(names)})")
+    return text
+
+
 def _setting(default, help, choices=None, type=None, flag=None, aliases=(), per_dataset=False):
     """A dataclass field carrying its command-line description in its metadata."""
     metadata = {"help": help, "choices": choices, "type": type, "flag": flag,
                 "aliases": tuple(aliases), "per_dataset": per_dataset}
-    if isinstance(default, AugmentConfig):
-        return dataclasses.field(default_factory=AugmentConfig, metadata=metadata)
+    if default is _augment_config:
+        return dataclasses.field(default_factory=_augment_config, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -216,7 +305,7 @@ class DataConfig:
                                         per_dataset=True)
     batch_size: Optional[int] = _setting(None, "global training batch", type=_opt_int,
                                          per_dataset=True)
-    augment: AugmentConfig = _setting(AugmentConfig(), "augmentation settings")
+    augment: "AugmentConfig" = _setting(_augment_config, "augmentation settings")  # noqa: F821
     augment_on: str = _setting("data", "augment in tf.data on the CPU, or on the accelerator "
                                "in the train step", choices=AUGMENT_ON)
     synthetic: bool = _setting(False, "write a small fake tree of --dataset in its real layout "
@@ -232,8 +321,8 @@ class DataConfig:
     def __post_init__(self):
         _check_choice(self.dataset, "dataset", "data", DATASETS)
         _check_choice(self.augment_on, "augment_on", "data", AUGMENT_ON)
-        self.augment = AugmentConfig.coerce(self.augment)
-        known = NUM_CLASSES.get(self.dataset)
+        self.augment = _coerce_augment(self.augment)
+        known = fixed_num_classes(self.dataset)
         if self.num_classes is None:
             if self.dataset == "folder":
                 raise ValueError("--num-classes is required for --dataset folder.")
@@ -291,9 +380,11 @@ class ModelConfig:
     """
 
     model: str = _setting("deeplabv3plus", "network", choices=MODELS)
-    backbone: Optional[str] = _setting(None, "backbone (none: resnet101, or resnet18 with "
-                                       "--tiny, for the models that have one)",
-                                       choices=(None,) + BACKBONES, type=_opt_str)
+    backbone: Optional[str] = _setting(None, "backbone: a name of keras_deeplab.backbones."
+                                       "NAMES, e.g. resnet50, resnet101, mobilenetv2 (an "
+                                       "unknown name lists them) (none: resnet101, or "
+                                       "resnet18 with --tiny, for the models that have one)",
+                                       type=_backbone_name)
     output_stride: Optional[int] = _setting(None, "training output stride (none: 16 for the "
                                             "models with a backbone)",
                                             choices=(None,) + OUTPUT_STRIDES, type=_opt_int)
@@ -306,7 +397,7 @@ class ModelConfig:
     def __post_init__(self):
         _check_choice(self.model, "model", "model", MODELS)
         if self.backbone is not None:
-            _check_choice(self.backbone, "backbone", "model", BACKBONES)
+            _check_choice(self.backbone, "backbone", "model", _backbones())
         if self.output_stride is not None:
             _check_choice(self.output_stride, "output_stride", "model", OUTPUT_STRIDES)
         takes = MODEL_OPTIONS[self.model]
@@ -474,7 +565,8 @@ class RunConfig:
     Args:
         data: DataConfig. Required.
         runs_dir: str. Parent folder of run directories. Defaults to "saved_models".
-        run_name: str or None. None: "<model>_<backbone>_<dataset>".
+        run_name: str or None. None: "<model>_<backbone>_<dataset>", naming what is built:
+            "deeplabv3plus_resnet18-tiny_voc-synthetic" for a ``data.synthetic`` smoke run.
         seed: int. Global seed (weights, shuffling, augmentation). Defaults to 0.
         strategy: str. One of `kd.training.distribute.STRATEGIES`. Defaults to "auto".
         sync_bn: bool. Synchronised batch norm with several replicas. Defaults to True.
@@ -494,7 +586,9 @@ class RunConfig:
     data: DataConfig
     runs_dir: str = _setting("saved_models", "parent folder of run directories")
     run_name: Optional[str] = _setting(None, "run directory name (none: "
-                                       "<model>_<backbone>_<dataset>)", type=_opt_str)
+                                       "<model>_<backbone>_<dataset>; smoke runs name "
+                                       "what they build: resnet18-tiny, voc-synthetic)",
+                                       type=_opt_str)
     seed: int = _setting(0, "global random seed", type=int)
     strategy: str = _setting("auto", "distribution strategy", choices=STRATEGIES)
     sync_bn: bool = _setting(True, "synchronised batch norm with several replicas (the flag "
@@ -538,9 +632,12 @@ class RunConfig:
         self.model = dataclasses.replace(self.model, **model).resolved()
         if ev:
             self.eval = dataclasses.replace(self.eval, **ev)
-        if self.run_name is None:
-            self.run_name = "_".join(
-                p for p in (self.model.model, self.model.backbone, self.data.dataset) if p)
+        if self.run_name is None:  # what was built: "-tiny" widths, "-synthetic" fake data
+            tiny = "-tiny" if self.model.tiny else ""
+            model, backbone = self.model.model, self.model.backbone
+            self.run_name = "_".join(p for p in (
+                model + ("" if backbone else tiny), backbone and backbone + tiny,
+                self.data.dataset + ("-synthetic" if self.data.synthetic else "")) if p)
 
     @property
     def run_dir(self):
@@ -579,7 +676,7 @@ def _from_dict(cls, config):
         if cls is RunConfig and key in _NESTED:
             value = _from_dict(_NESTED[key], value)
         elif key == "augment":
-            value = AugmentConfig.coerce({k: tuple(v) if isinstance(v, list) else v
+            value = _coerce_augment({k: tuple(v) if isinstance(v, list) else v
                                           for k, v in value.items()})
         elif isinstance(value, list):
             value = tuple(value)
@@ -637,9 +734,10 @@ def add_arguments(parser, section, *, prefix="", only=None, exclude=(), defaults
             continue
         meta = f.metadata
         if f.name == "augment":
-            base = defaults.get("augment") or AugmentConfig()
+            base = defaults.get("augment")
+            declared = _declared("data.augment", "AugmentConfig")
             for sub, text in AUGMENT_FLAGS.items():
-                value = getattr(base, sub)
+                value = getattr(base, sub) if base is not None else declared[sub]
                 group.add_argument(f"--{prefix}{sub.replace('_', '-')}",
                                    dest=f"{section}.augment.{sub}", metavar=sub.upper(),
                                    type=float if sub != "scale_step" else _opt_float,
@@ -712,7 +810,7 @@ def config_from_args(args, section, dataset=None, **overrides):
                     if hasattr(args, f"{dest}.{sub}")}
             if subs:
                 try:
-                    values["augment"] = AugmentConfig(**subs)
+                    values["augment"] = _augment_config(**subs)
                 except ValueError as e:  # name the flags, not the fields
                     raise ValueError(re.sub(r"\b(%s)\b" % "|".join(AUGMENT_FLAGS),
                                             lambda m: "--" + m.group(1).replace("_", "-"),
@@ -777,6 +875,10 @@ def add_evaluate_arguments(parser, model_required=True):
                                         "image_size", "synthetic", "synthetic_images"),
                   flags={"val_split": "--split"})
     add_arguments(parser, "eval", exclude=("every", "batch_size"))
-    parser.add_argument("--json", default=None, help="write the results to this JSON file")
+    parser.add_argument("--json", default=None, help="write the results (model, settings, "
+                        "per-class IoU, confusion matrix; null for absent classes) to this "
+                        "JSON file")
+    parser.add_argument("--plot-confusion", default=None, metavar="PNG",
+                        help="draw the row-normalised confusion matrix (needs matplotlib)")
     parser.add_argument("--verbose", type=int, default=1, help="0: silent, 1: progress")
     return parser

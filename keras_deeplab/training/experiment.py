@@ -118,7 +118,8 @@ def load_dataset(data, split, training, batch_size=None):
         return cityscapes(data.data_dir, **common)
     if data.dataset == "voc":
         return pascal_voc(data.data_dir, **common)
-    if data.dataset == "folder":
+    if data.dataset == "folder":  # <data_dir>/<split>/{images,masks}; the split is the path
+        common.pop("split")
         return folder(os.path.join(data.data_dir, split, "images"),
                       os.path.join(data.data_dir, split, "masks"),
                       num_classes=data.num_classes, **common)
@@ -156,11 +157,12 @@ def _num_batches(dataset):
     return n
 
 
-def prepare_synthetic(data, splits=("train", "val"), seed=0):
+def prepare_synthetic(data, splits=("train", "val"), seed=0, announce=True):
     """Writes the fake tree of ``data.dataset`` for ``data.synthetic`` runs.
 
     ``data.synthetic_images`` training images (validation: a quarter, at least 2) of side
-    ``data.image_size``, at ``data.data_dir`` or a new temporary folder.
+    ``data.image_size``, at ``data.data_dir`` or a new temporary folder (printed with
+    ``announce``).
 
     Returns:
         ``data`` with ``data_dir`` set to the tree (unchanged for the in-memory "synthetic"
@@ -184,7 +186,48 @@ def prepare_synthetic(data, splits=("train", "val"), seed=0):
                         num_classes=data.num_classes, image_size=data.image_size, seed=seed,
                         progress=False)
         path = root
+    if announce:
+        sizes = ", ".join(f"{v} {k}" for k, v in counts.items())
+        print(f"--synthetic: fake {data.dataset} tree ({sizes} images of {data.image_size} px) "
+              f"in {path}", flush=True)
     return dataclasses.replace(data, data_dir=path)
+
+
+#: Folder of a --synthetic training run's fake tree, inside its run directory; evaluate and
+#: crf-search --synthetic reuse the tree next to their --model.
+FAKE_DATA_DIR = "fake_data"
+
+
+@contextlib.contextmanager
+def synthetic_data(data, model=None, splits=("val",), seed=0):
+    """The data of an ``evaluate`` / ``crf-search`` run; with ``data.synthetic``, its fake tree.
+
+    Without ``data.data_dir``, the tree of the training run that wrote ``model``
+    (``<run>/fake_data``, written by `train`) is reused when it exists; otherwise a new
+    tree is written to a temporary folder (announced) that is removed on exit. Without
+    ``data.synthetic``, ``data`` is yielded unchanged.
+    """
+    if not data.synthetic or data.dataset == "synthetic":
+        yield data
+        return
+    if data.data_dir is None and isinstance(model, (str, os.PathLike)):
+        run_tree = os.path.join(os.path.dirname(os.path.abspath(model)), FAKE_DATA_DIR)
+        if os.path.isdir(run_tree):
+            path = os.path.join(run_tree, "VOCdevkit") if data.dataset == "voc" else run_tree
+            print(f"--synthetic: reusing the training run's fake tree {path}", flush=True)
+            yield dataclasses.replace(data, data_dir=path)
+            return
+    if data.data_dir is not None:
+        yield prepare_synthetic(data, splits=splits, seed=seed)
+        return
+    tmp = tempfile.mkdtemp(prefix=f"fake_{data.dataset}_")
+    try:
+        yield prepare_synthetic(dataclasses.replace(data, data_dir=tmp), splits=splits,
+                                seed=seed)
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _check_train_eval(ev):
@@ -204,10 +247,12 @@ def train(config, recipe=None):
     """Trains the run a `RunConfig` describes with the DeepLab recipe; returns a summary.
 
     The run directory (``config.run_dir``) gets checkpoints (``best.keras``,
-    ``last.keras``), TensorBoard logs and ``manifest.json`` whose ``"config"`` is
-    ``config.to_dict()`` (`RunConfig.from_dict` reads it back); a killed run resumes when
-    started again with the same config. With ``config.data.synthetic`` a fake tree is
-    written first (its folder is recorded as ``data.data_dir``). With
+    ``last.keras``), TensorBoard logs, ``history.csv``, ``training_curve.png``,
+    ``report.md`` and ``manifest.json`` whose ``"config"`` is ``config.to_dict()``
+    (`RunConfig.from_dict` reads it back); a killed run resumes when started again with the
+    same config. With ``config.data.synthetic`` a fake tree is written first, to
+    ``data.data_dir`` or else ``<run_dir>/fake_data`` (recorded as ``data.data_dir``, and
+    reused by `evaluate` / ``crf-search --synthetic`` given the run's model). With
     ``data.augment_on="device"`` the model is trained through `DeviceAugmentedModel`.
 
     Args:
@@ -233,16 +278,24 @@ def train(config, recipe=None):
         get_strategy,
         sync_batchnorm,
     )
-    from keras_deeplab.training.fit import fit
+    from keras_deeplab.training.fit import check_resume, fit
     from keras_deeplab.training.manifest import write_manifest
     from keras_deeplab.training.mean_iou import MeanIoU
     from keras_deeplab.training.optimizers import poly_sgd
     from keras_deeplab.training.precision import set_precision
 
     start = time.time()
+    # a run directory of another configuration or of a finished run fails here, before
+    # any data is written or model built
+    accept = {"accept_changes": True} if getattr(config, "accept_changes", False) else {}
+    check_resume(config.run_dir, config.to_dict(), overwrite=config.overwrite, **accept)
     if config.data.synthetic:
-        config = dataclasses.replace(config, data=prepare_synthetic(config.data,
-                                                                    seed=config.seed))
+        data = config.data
+        if data.data_dir is None and data.dataset != "synthetic":  # inside the run folder
+            data = dataclasses.replace(data, data_dir=os.path.join(config.run_dir,
+                                                                   FAKE_DATA_DIR))
+        config = dataclasses.replace(config, data=prepare_synthetic(data, seed=config.seed,
+                                                                    announce=config.verbose > 0))
     data, optim, ev = config.data, config.optim, config.eval
     num_classes = data.num_classes
     keras.utils.set_random_seed(config.seed)
@@ -313,9 +366,11 @@ def evaluate(model, data, eval_config=None, verbose=1):
     with the same settings). With ``eval_config.export_dir`` on Cityscapes, also writes
     labelId PNGs and (``official``) scores them with ``cityscapesscripts``.
 
-    With ``data.synthetic`` the fake tree is written first; ``model=None`` then scores a
-    tiny untrained model, and on Cityscapes the export and official scoring run in a
-    temporary folder (the whole evaluation path, in seconds).
+    With ``data.synthetic`` the fake tree is found or written first (`synthetic_data`: the
+    training run's ``fake_data`` next to ``model``, else a temporary folder removed
+    afterwards); ``model=None`` then scores a tiny untrained model, and on Cityscapes the
+    export and official scoring run in a temporary folder (the whole evaluation path, in
+    seconds).
 
     Args:
         model: str (``.keras`` path), keras.Model, or None with ``data.synthetic``.
@@ -330,18 +385,25 @@ def evaluate(model, data, eval_config=None, verbose=1):
     Raises:
         ValueError: ``export_dir`` on a dataset other than Cityscapes, or no model.
     """
+    ev = eval_config or EvalConfig()
+    if data.synthetic:
+        with contextlib.ExitStack() as stack:
+            data = stack.enter_context(synthetic_data(data, model, splits=(data.val_split,)))
+            if model is None:
+                model = build_model(ModelConfig(tiny=True), data.num_classes)
+            if data.dataset == "cityscapes" and ev.export_dir is None:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory())
+                ev = dataclasses.replace(ev, export_dir=tmp, official=True)
+            return _evaluate(model, data, ev, verbose)
+    return _evaluate(model, data, ev, verbose)
+
+
+def _evaluate(model, data, ev, verbose):
     from keras_deeplab.data.labels import class_names
     from keras_deeplab.evaluation import cityscapes as cs_eval
     from keras_deeplab.evaluation.dataset import evaluate as run_evaluation
     from keras_deeplab.evaluation.dataset import format_iou_table
 
-    ev = eval_config or EvalConfig()
-    if data.synthetic:
-        data = prepare_synthetic(data, splits=(data.val_split,))
-        if model is None:
-            model = build_model(ModelConfig(tiny=True), data.num_classes)
-        if data.dataset == "cityscapes" and ev.export_dir is None:
-            ev = dataclasses.replace(ev, export_dir=tempfile.mkdtemp(), official=True)
     if model is None:
         raise ValueError("evaluate() needs a model (--model path/to/best.keras), or "
                          "--synthetic for a tiny untrained one.")
@@ -354,7 +416,7 @@ def evaluate(model, data, eval_config=None, verbose=1):
         batches = cs_eval.cityscapes_eval_batches(data.data_dir, data.val_split)
     else:
         batches = load_dataset(data, data.val_split, training=False, batch_size=1)
-    names = class_names(data.dataset, data.num_classes)
+    names = getattr(model, "class_names", None) or class_names(data.dataset, data.num_classes)
     engine = dict(sliding_window=ev.sliding_window, overlap=ev.overlap, scales=ev.scales,
                   flip=ev.flip, output_stride=ev.output_stride)
     results = run_evaluation(model, batches, num_classes=data.num_classes, class_names=names,
@@ -372,6 +434,7 @@ def evaluate(model, data, eval_config=None, verbose=1):
             if verbose:
                 print(f"cityscapesscripts mIoU: {100 * cs['averageScoreClasses']:.2f}")
     results["per_class_iou"] = np.asarray(results["per_class_iou"]).tolist()
+    results["class_names"] = list(names) if names is not None else None
     return results
 
 
@@ -403,14 +466,19 @@ def train_command(args, dataset=None, recipe=None):
 
 
 def evaluate_command(args):
-    """``keras-deeplab evaluate`` and ``recipes/evaluate.py``: parsed flags -> `evaluate`,
-    results written to ``--json`` (without the confusion matrix) when given.
+    """``keras-deeplab evaluate`` and ``recipes/evaluate.py``: parsed flags -> `evaluate`.
+
+    ``--json`` gets a provenance record (kind "evaluation", valid JSON: NaN, a class absent
+    from labels and predictions, is null) with the model path, the data and evaluation
+    settings (``"data"``, ``"eval"``: window, overlap, scales, flip, output stride ...) and
+    `evaluate`'s results: mean_iou, per_class_iou, pixel_accuracy, num_images, class_names
+    and confusion_matrix (rows: ground truth, columns: prediction);
+    ``--plot-confusion`` draws the row-normalised matrix
+    (`keras_deeplab.evaluation.plots.plot_confusion_matrix`).
 
     Raises:
         SystemExit: an invalid setting (the message names the flag).
     """
-    import json
-
     from keras_deeplab.training.config import config_from_args
 
     try:
@@ -419,12 +487,19 @@ def evaluate_command(args):
     except ValueError as e:
         raise SystemExit(f"error: {e}") from e
     results = evaluate(args.model, data, ev, verbose=args.verbose)
-    results.pop("confusion_matrix", None)
     if args.json:
-        from keras_deeplab.provenance import jsonable
+        from keras_deeplab.provenance import provenance, write_json_atomic
 
-        with open(args.json, "w") as f:
-            json.dump(jsonable(results), f, indent=2)
+        record = provenance("evaluation", model=args.model, data=dataclasses.asdict(data),
+                            eval=dataclasses.asdict(ev), **results)
+        if os.path.dirname(args.json):
+            os.makedirs(os.path.dirname(args.json), exist_ok=True)
+        write_json_atomic(args.json, record)
+    if getattr(args, "plot_confusion", None):
+        from keras_deeplab.evaluation.plots import plot_confusion_matrix
+
+        plot_confusion_matrix(results["confusion_matrix"], args.plot_confusion,
+                              class_names=results.get("class_names"))
     return results
 
 

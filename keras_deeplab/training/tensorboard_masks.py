@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from keras_deeplab.data.batches import iterate_batches
-from keras_deeplab.data.palette import colorize, voc_colormap
+from keras_deeplab.data.palette import colorize, default_palette, get_palette
 from keras_deeplab.training._utils import main_logits
 
 
@@ -28,9 +28,10 @@ class TensorBoardMasks(keras.callbacks.Callback):
         max_images: int. Number of images shown. Defaults to 3.
         every_n_epochs: int. Defaults to 1.
         palette: palette name ("cityscapes", "voc") or (N, 3) colours, see
-            `keras_deeplab.data.palette.get_palette`. Defaults to None: the PASCAL VOC
-            devkit colour map over all 256 ids (`voc_colormap()`), so any class id gets a
-            colour.
+            `keras_deeplab.data.palette.get_palette`. Defaults to None: the model's
+            palette, else `keras_deeplab.data.palette.default_palette` of its class count,
+            the rule `kd.inference.Predictor` and ``keras-deeplab predict`` follow, so the
+            panels and the predictions of one model share their colours.
 
     Example:
     ```python
@@ -44,7 +45,7 @@ class TensorBoardMasks(keras.callbacks.Callback):
         self.log_dir = os.fspath(log_dir)
         self.max_images = int(max_images)
         self.every_n_epochs = int(every_n_epochs)
-        self.palette = voc_colormap() if palette is None else palette
+        self.palette = palette
         images, masks = [], []
         for x, y in iterate_batches(data):
             images.append(np.asarray(x, np.float32))
@@ -62,9 +63,15 @@ class TensorBoardMasks(keras.callbacks.Callback):
     def panels(self):
         """uint8 (N, H, 3W, 3) panels for the current model."""
         logits = keras.ops.convert_to_numpy(main_logits(self.model.predict_on_batch(self.images)))
-        pred = colorize(np.asarray(logits).argmax(-1), self.palette)
+        logits = np.asarray(logits)
+        palette = self.palette
+        if palette is None:
+            model = getattr(self.model, "model", self.model)  # DeviceAugmentedModel's inner
+            palette = default_palette(logits.shape[-1], model)
+        colours, _ = get_palette(palette, logits.shape[-1])
+        pred = colorize(logits.argmax(-1), colours)
         image = np.clip(self.images, 0, 255).astype(np.uint8)
-        truth = (colorize(self.masks, self.palette) if self.masks is not None
+        truth = (colorize(self.masks, colours) if self.masks is not None
                  else np.zeros_like(image))
         return np.concatenate([image, truth, pred], axis=2)
 
