@@ -23,6 +23,7 @@ import numpy as np
 
 from keras_deeplab.data.batches import iterate_batches
 from keras_deeplab.training._utils import model_num_classes
+from keras_deeplab.training import run_report
 from keras_deeplab.training.evaluate_mean_iou import EvaluateMeanIoU
 from keras_deeplab.training.manifest import (
     ManifestWriter,
@@ -138,6 +139,9 @@ def training_callbacks(run_dir, val_data=None, every_n_epochs=1, sliding_window=
        after the last completed one, with weights, optimizer state and schedule step.
     6. `keras.callbacks.TensorBoard` in ``logs/`` and `TensorBoardMasks` (``tensorboard``).
     7. `ManifestWriter`: ``manifest.json`` with config, dataset, commit and metrics.
+    8. `run_report.EpochCSVLogger` ``history.csv``, `run_report.RunReport` ``report.md`` and
+       ``training_curve.png``, and (``verbose``) `run_report.EpochLine`, the compact
+       console line (keras_deeplab/training/run_report.py).
     """
     callbacks = [StopOnNaN()]
     if val_data is not None:
@@ -163,6 +167,8 @@ def training_callbacks(run_dir, val_data=None, every_n_epochs=1, sliding_window=
         except ImportError:
             pass
     callbacks.append(ManifestWriter(run_dir, config=config, dataset=dataset, recipe=recipe))
+    callbacks += run_report.run_callbacks(run_dir, callbacks, config=config,
+                                          class_names=class_names, verbose=verbose)
     return callbacks
 
 
@@ -228,7 +234,8 @@ def fit(model, train_data, epochs, run_dir, val_data=None, num_classes=None, con
         # tf.data pipelines shuffle themselves (Keras warns when asked to shuffle them).
         shuffle = not hasattr(train_data, "element_spec")
         history = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                            callbacks=cbs + list(callbacks), shuffle=shuffle, verbose=verbose)
+                            callbacks=cbs + list(callbacks), shuffle=shuffle,
+                            verbose=0)  # the console line is run_report.EpochLine's
     except BaseException as exc:
         write_manifest(run_dir, extra={"status": "failed", "error": f"{type(exc).__name__}: "
                                                                     f"{exc}"[:2000]})
