@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from keras_deeplab.data.padding import pad_batches
+
 _POLICIES = {
     "auto": tf.data.experimental.AutoShardPolicy.AUTO,
     "data": tf.data.experimental.AutoShardPolicy.DATA,
@@ -10,7 +12,7 @@ _POLICIES = {
 }
 
 
-def distribute(dataset, strategy=None, shard_policy="data"):
+def distribute(dataset, strategy=None, shard_policy="data", pad=True):
     """Distributes a batched dataset over the replicas of a strategy.
 
     The batch size of `dataset` is the **global** batch; each replica gets
@@ -22,6 +24,9 @@ def distribute(dataset, strategy=None, shard_policy="data"):
         dataset: batched `tf.data.Dataset` from `keras_deeplab.data`.
         strategy: `tf.distribute.Strategy` or None. Defaults to the current strategy.
         shard_policy: str. `"data"`, `"file"`, `"auto"` or `"off"`. Defaults to `"data"`.
+        pad: bool. Pad every batch to a multiple of the replica count with zero images
+            labelled 255 everywhere (`keras_deeplab.data.padding.pad_batches`), so no replica
+            gets an empty batch. Defaults to True.
 
     Returns:
         a `tf.distribute.DistributedDataset` (the dataset itself for the default strategy with
@@ -43,4 +48,7 @@ def distribute(dataset, strategy=None, shard_policy="data"):
     if strategy.num_replicas_in_sync == 1 and not isinstance(
             strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return dataset
+    if pad:
+        # a batch smaller than the replica count would leave a replica empty
+        dataset = pad_batches(dataset, strategy.num_replicas_in_sync)
     return strategy.experimental_distribute_dataset(dataset)

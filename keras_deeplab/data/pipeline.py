@@ -16,6 +16,7 @@ from keras_deeplab.data.augment import (
     _TFOps,
     warp_batch,
 )
+from keras_deeplab.data.padding import pad_batches, replicas_in_scope
 from keras_deeplab.utils import AUGMENT_PARAMS, IGNORE_LABEL
 
 __all__ = ["ArraySource", "AugmentConfig", "IGNORE_LABEL", "IMAGENET_MEAN_RGB", "make_pipeline"]
@@ -131,7 +132,7 @@ def _resolve_cache(source, cache, examples=None):
 def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="dict",
                   augment=None, augment_on="data", shuffle=None, shuffle_seed=None,
                   deterministic=True, repeat=False, drop_remainder=None, cache="auto",
-                  prefetch=True, augment_seed=None):
+                  prefetch=True, augment_seed=None, pad_to_multiple=None):
     """Builds the batched dataset: (cache) -> (shuffle) -> (augment) -> batch -> prefetch.
 
     Images stay uint8 until they are cropped (a quarter of the memory in the cache and no
@@ -166,6 +167,12 @@ def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="
         prefetch: bool. Defaults to True.
         augment_seed: int or None. Seed of the augmentation draws (new draws every epoch
             either way). Defaults to None (from the global seed if one is set).
+        pad_to_multiple: int or None. Evaluation batches (``training=False``) are padded to a
+            multiple of this many examples with zero images labelled 255 everywhere (they
+            count in no metric or ignore-aware loss), so that no replica of a
+            `tf.distribute` strategy gets an empty batch (see `keras_deeplab.data.padding`).
+            Defaults to None: the replicas of the strategy whose scope is active when the
+            pipeline is built (1, no padding, outside any scope).
     """
     if output not in ("dict", "tuple"):
         raise ValueError(f"output must be 'dict' or 'tuple', got {output!r}.")
@@ -211,6 +218,9 @@ def make_pipeline(source, batch_size=8, training=False, crop_size=None, output="
                                     apply_lookup(ex)["segmentation_masks"], tf.int32)},
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
         ds = ds.batch(batch_size, drop_remainder=drop)
+        multiple = replicas_in_scope() if pad_to_multiple is None else int(pad_to_multiple)
+        if multiple > 1:
+            ds = pad_batches(ds, multiple, cfg.ignore_label)
     if output == "tuple":
         if training and augment_on == "device":
             ds = ds.map(lambda ex: ({"images": ex["images"], AUGMENT_PARAMS: ex[AUGMENT_PARAMS]},

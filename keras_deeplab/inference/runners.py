@@ -51,8 +51,14 @@ class KerasRunner:
 
         images = np.asarray(images, np.float32)
         strategy = getattr(self.model, "distribute_strategy", None)
-        if strategy is not None and getattr(strategy, "num_replicas_in_sync", 1) > 1:
-            out = self.model.predict(images, batch_size=len(images), verbose=0)
+        replicas = getattr(strategy, "num_replicas_in_sync", 1) if strategy is not None else 1
+        if replicas > 1:
+            # pad to a multiple of the replicas: an empty replica batch breaks oneDNN's Conv2D
+            n = len(images)
+            padded = np.concatenate([images, np.zeros((-n % replicas,) + images.shape[1:],
+                                                      images.dtype)]) if n % replicas else images
+            out = self.model.predict(padded, batch_size=len(padded), verbose=0)
+            out = {k: v[:n] for k, v in out.items()} if isinstance(out, dict) else out[:n]
         else:
             out = self.model.predict_on_batch(images)
         return np.asarray(keras.ops.convert_to_numpy(main_logits(out)), np.float32)
