@@ -34,6 +34,7 @@ from keras_deeplab.training.fit import (  # noqa: F401
     training_callbacks,
 )
 from keras_deeplab.training.manifest import read_manifest, write_manifest  # noqa: F401
+from keras_deeplab.training.multiworker import initialize_multi_process, is_chief  # noqa: F401
 from keras_deeplab.training.optimizers import KernelDecaySGD, poly_sgd  # noqa: F401
 from keras_deeplab.training.precision import PRECISIONS, set_precision  # noqa: F401
 from keras_deeplab.training.schedules import PolyDecay  # noqa: F401
@@ -69,6 +70,8 @@ __all__ = [
     "training_callbacks",
     "read_manifest",
     "write_manifest",
+    "initialize_multi_process",
+    "is_chief",
     "KernelDecaySGD",
     "poly_sgd",
     "PRECISIONS",

@@ -34,8 +34,9 @@ def get_strategy(kind="auto", devices=None, tpu=None):
 
     Args:
         kind: str. "auto" (TPU if ``tpu`` is given, MirroredStrategy if more than one GPU,
-            else the default strategy), "default", "mirrored", "multi_worker"
-            (MultiWorkerMirroredStrategy, configured by ``TF_CONFIG``) or "tpu".
+            else the default strategy), "default", "mirrored" or "tpu". "multi_worker"
+            raises: Keras 3's ``fit`` does not support MultiWorkerMirroredStrategy; see
+            `keras_deeplab.training.multiworker` for the multi-process path (JAX).
             Defaults to "auto".
         devices: list of str or None. Devices for "mirrored" (e.g. ["/gpu:0", "/gpu:1"]).
             Defaults to all visible GPUs (or the CPU).
@@ -44,6 +45,10 @@ def get_strategy(kind="auto", devices=None, tpu=None):
     Returns:
         A strategy; under non-TensorFlow backends "auto"/"default" return None (see
         `jax_data_parallel`).
+
+    Raises:
+        ValueError: an unknown ``kind``, "multi_worker" (pointing to the working path), or a
+            TensorFlow strategy on another backend.
 
     Example:
     ```python
@@ -76,7 +81,13 @@ def get_strategy(kind="auto", devices=None, tpu=None):
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy(devices)
     if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        raise ValueError(
+            "get_strategy('multi_worker'): Keras 3's model.fit does not train under "
+            "tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras#20585; every worker "
+            "fails before step 1 inside Keras). Train on several machines with Keras' own "
+            "multi-process data parallelism on the JAX backend instead: KERAS_BACKEND=jax, "
+            "kd.training.initialize_multi_process(coordinator, num_processes, process_id), "
+            "kd.training.jax_data_parallel() (README, 'Training on several machines').")
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
         tpu="" if tpu in (None, "local") else tpu)
     tf.config.experimental_connect_to_cluster(resolver)
