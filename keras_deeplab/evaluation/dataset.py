@@ -151,6 +151,11 @@ def evaluate(model, dataset, num_classes=None, ignore_class=IGNORE_LABEL, slidin
             raise ValueError(f"Mask shape {masks.shape} does not match the image batch "
                              f"{images.shape[:3]}.")
         probs = engine.probabilities(images)
+        if not np.isfinite(probs).all():  # argmax of NaN is class 0: a plausible, false score
+            raise FloatingPointError(
+                f"The model's predictions for evaluation images {num_images}.."
+                f"{num_images + len(masks) - 1} are not finite (NaN/inf "
+                "logits): the weights diverged or the images hold NaN/inf. Nothing is scored.")
         if num_classes is None:  # a runner that does not say
             num_classes = int(probs.shape[-1])
         if cm is None:
