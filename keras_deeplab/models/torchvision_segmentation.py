@@ -10,6 +10,7 @@ import keras
 
 from keras_deeplab.backbones.base import Backbone
 from keras_deeplab.backbones.resnet_torchvision import BN_EPSILON, BN_MOMENTUM, TorchvisionResNetBackbone
+from keras_deeplab.layers.atrous_conv import AtrousConv2D
 from keras_deeplab.layers.resize import ResizeLike
 from keras_deeplab.models.base import SegmentationModel
 from keras_deeplab.pretrained.convert import torch_named_layers
@@ -25,8 +26,9 @@ def _bn(name):
 
 
 def _conv_bn_relu(x, filters, kernel, conv_name, bn_name, dilation=1):
-    x = keras.layers.Conv2D(filters, kernel, padding="same", dilation_rate=dilation,
-                            use_bias=False, name=conv_name)(x)
+    # AtrousConv2D: one native dilated CONV_2D in TFLite (Conv2D lowers to space-to-batch).
+    x = AtrousConv2D(filters, kernel, padding="same", dilation_rate=dilation,
+                     use_bias=False, name=conv_name)(x)
     x = _bn(bn_name)(x)
     return keras.layers.ReLU(name=f"{bn_name}.relu")(x)
 
