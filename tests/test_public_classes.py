@@ -77,6 +77,9 @@ BACKBONE_CASES = {
     "MobileNetV3LargeBackbone": (
         lambda: kd.backbones.MobileNetV3LargeBackbone(output_stride=8),
         lambda: _app_count(keras.applications.MobileNetV3Large, include_preprocessing=False)),
+    # torchvision's published ResNet-50 count (25,557,032) minus its fc layer (2048 * 1000 + 1000)
+    "TorchvisionResNetBackbone": (lambda: kd.backbones.TorchvisionResNetBackbone(depth=50),
+                                  lambda: 25_557_032 - 2_049_000),
 }
 
 MODEL_CASES = {
@@ -96,6 +99,11 @@ MODEL_CASES = {
     "FCN": (lambda: kd.models.FCN(num_classes=3, output_stride=8, **TINY),
             lambda: R18_PARAMS + conv_bn_relu_params(R18["C5"], R18["C5"] // 4, 3)
             + conv_params(1, R18["C5"] // 4, 3)),
+    # torchvision's published num_params of deeplabv3_resnet50 / fcn_resnet50 (with aux head)
+    "TorchvisionDeepLabV3": (lambda: kd.models.TorchvisionDeepLabV3(21, "resnet50", aux_head=True),
+                             lambda: 42_004_074),
+    "TorchvisionFCN": (lambda: kd.models.TorchvisionFCN(21, "resnet50", aux_head=True),
+                       lambda: 35_322_218),
     "UNet": (lambda: kd.models.UNet(num_classes=3, filters=(8, 16, 32)),
              lambda: unet_params(3, (8, 16, 32))),
     "LRASPP": (lambda: kd.models.LRASPP(num_classes=5, output_stride=32),
@@ -112,19 +120,28 @@ MODEL_CASES = {
 }
 
 
+#: Full-size torchvision layouts (no narrow variant; 1-3 min each on 2 cores): marked large.
+LARGE_CASES = {"TorchvisionResNetBackbone", "TorchvisionDeepLabV3", "TorchvisionFCN"}
+
+
+def _cases(cases):
+    return [pytest.param(n, marks=pytest.mark.large) if n in LARGE_CASES else n
+            for n in sorted(cases)]
+
+
 @pytest.mark.parametrize("name", sorted(LAYER_CASES))
 def test_public_layer(name, tmp_path):
     make, inputs, expected = LAYER_CASES[name]
     check_public_class(make, inputs, expected(), tmp_path)
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONE_CASES))
+@pytest.mark.parametrize("name", _cases(BACKBONE_CASES))
 def test_public_backbone(name, tmp_path):
     make, expected = BACKBONE_CASES[name]
     check_public_class(make, IMAGES, expected(), tmp_path)
 
 
-@pytest.mark.parametrize("name", sorted(MODEL_CASES))
+@pytest.mark.parametrize("name", _cases(MODEL_CASES))
 def test_public_model(name, tmp_path):
     make, expected = MODEL_CASES[name]
     check_public_class(make, IMAGES, expected(), tmp_path)
