@@ -46,8 +46,9 @@ class DeepLabV3MobileNetV3(SegmentationModel):
         backbone: str or `keras_deeplab.backbones.Backbone`. Defaults to
             "mobilenetv3_large".
         output_stride: int or None. 8, 16 or 32; None means 16 (torchvision's).
-        backbone_weights: None, "imagenet" or a weights-file path (backbones with
-            keras.applications weights only). Defaults to None.
+        backbone_weights: None, "imagenet" or a weights-file path, for backbones with
+            keras.applications weights (not MobileNetV3: for torchvision's trained model use
+            ``kd.models.from_pretrained``). Defaults to None.
         aux_head: bool. torchvision's auxiliary FCN head (``aux_loss=True``). Defaults to
             False.
         aux_feature: str. Backbone feature key of the auxiliary head. Defaults to "low".

@@ -64,12 +64,15 @@ class LRASPP(SegmentationModel):
         backbone: str or `keras_deeplab.backbones.Backbone`. Defaults to
             "mobilenetv3_large".
         output_stride: int or None. 8, 16 or 32; None means 16 (torchvision's).
-        backbone_weights: None, "imagenet" or a weights-file path (backbones with
-            keras.applications weights only). Defaults to None.
+        backbone_weights: None, "imagenet" or a weights-file path, for backbones with
+            keras.applications weights (not MobileNetV3: for torchvision's trained model use
+            ``kd.models.from_pretrained``). Defaults to None.
         inter_channels: int. Channels of the gated high-level branch. Defaults to 128.
         low_feature: str. Backbone feature key of the low-level input. Defaults to "low".
         backbone_kwargs: dict or None. Extra backbone arguments.
         input_shape: tuple. Defaults to (None, None, 3).
+        class_names: list of str or None. Stored with the model. Defaults to None.
+        palette: palette name or colours, or None. Stored with the model. Defaults to None.
         dtype: dtype policy to build under. Defaults to the global policy; kept in
             ``get_config()``.
 
@@ -80,6 +83,7 @@ class LRASPP(SegmentationModel):
     Example:
     >>> model = LRASPP(num_classes=21)
     >>> logits = model(images)   # images (B, H, W, 3) in [0, 255] -> (B, H, W, 21)
+    >>> # torchvision's weights: kd.models.from_pretrained("lraspp_mobilenet_v3_large.torchvision_coco_voc")
 
     Reference: Howard et al., "Searching for MobileNetV3", ICCV 2019, section 6.1.2;
     torchvision ``torchvision/models/segmentation/lraspp.py``.
