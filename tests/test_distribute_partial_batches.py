@@ -54,6 +54,7 @@ for bs in (2, 1):
         ds = kd.data.make_pipeline(source, batch_size=bs, output="tuple")
     out[f"sizes_{bs}"] = [int(x.shape[0]) for x, _ in ds]
     out[f"evaluate_{bs}"] = model.evaluate(ds, verbose=0, return_dict=True)["mean_iou"]
+    out[f"padded_images_{bs}"] = kd.training.evaluate(model, ds, progress=False)["num_images"]
     outside = kd.data.make_pipeline(source, batch_size=bs, output="tuple")  # not padded
     out[f"distribute_{bs}"] = model.evaluate(
         kd.data.distribute(outside, strategy), verbose=0, return_dict=True)["mean_iou"]
@@ -76,7 +77,7 @@ def test_partial_and_single_batches_on_two_replicas_with_onednn():
         for key in ("evaluate", "distribute", "kd_evaluate"):
             np.testing.assert_allclose(out[f"{key}_{bs}"], out["reference"], rtol=1e-6,
                                        err_msg=f"{key} batch {bs}")
-        assert out[f"kd_images_{bs}"] == 5
+        assert out[f"kd_images_{bs}"] == 5 and out[f"padded_images_{bs}"] == 5
 
 
 def test_pad_batches_values():

@@ -104,7 +104,9 @@ def evaluate(model, dataset, num_classes=None, ignore_class=IGNORE_LABEL, slidin
     Returns:
         dict with "mean_iou" (float; NaN when no class occurs), "per_class_iou" (NumPy
         float64, NaN for classes absent from labels and predictions), "pixel_accuracy",
-        "confusion_matrix" (int64 (C, C), rows ground truth), "num_images", "class_names".
+        "confusion_matrix" (int64 (C, C), rows ground truth), "num_images" (padding examples
+        of `keras_deeplab.data.padding`, zero images labelled ``ignore_class``, not counted),
+        "class_names".
 
     Raises:
         ValueError: empty dataset, batches without masks, masks that do not match the
@@ -161,7 +163,11 @@ def evaluate(model, dataset, num_classes=None, ignore_class=IGNORE_LABEL, slidin
         if cm is None:
             cm = np.zeros((num_classes, num_classes), np.int64)
         cm += confusion_matrix(masks, probs.argmax(-1), num_classes, ignore_class)
-        num_images += len(masks)
+        # batches padded for several replicas (keras_deeplab.data.padding) end with zero
+        # images labelled ignore_class everywhere: they score nothing and are not images
+        padding = np.all(masks.reshape(len(masks), -1) == ignore_class, axis=1) & \
+            np.all(images.reshape(len(images), -1) == 0, axis=1)
+        num_images += int(len(masks) - padding.sum())
     if num_images == 0:
         raise ValueError(
             "The evaluation dataset is empty (it yielded no batches). Check the split name, "
