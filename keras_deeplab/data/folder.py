@@ -41,6 +41,34 @@ def _list_by_stem(directory, extensions, what):
     return found
 
 
+def _image_size(path):
+    """(width, height) from the file header, or None when PIL cannot read it (the decoder
+    names such files when the pipeline reaches them)."""
+    from PIL import Image
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f, Image.open(f) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - any unreadable header is reported by the decoder
+        return None
+
+
+def check_same_size(paths, batch_size):
+    """Raises when whole images of different sizes would be batched together."""
+    first = {}
+    for path in paths:
+        size = _image_size(path)
+        if size is not None:
+            first.setdefault(size, path)
+        if len(first) > 1:
+            (a, sa), (b, sb) = list(first.items())[:2]
+            raise ValueError(
+                f"kd.data.folder(training=False, batch_size={batch_size}) batches whole images, "
+                f"but they differ in size: {sa!r} is {a[0]}x{a[1]} and {sb!r} is {b[0]}x{b[1]} "
+                "(width x height); pass batch_size=1 to evaluate at full resolution, or "
+                "training=True with crop_size=... for fixed-size crops.")
+
+
 class FolderSource:
     """Pipeline source reading image/mask file pairs matched by stem.
 
@@ -119,7 +147,9 @@ def folder(images_dir, masks_dir, num_classes, value_map=None, ignore_label=IGNO
     Args:
         images_dir, masks_dir, num_classes, value_map, ignore_label, invalid_to_ignore: see
             `FolderSource`.
-        batch_size: int. Defaults to 8 (eval mode with images of different sizes needs 1).
+        batch_size: int. Defaults to 8. In eval mode (``training=False``) whole images are
+            batched, so images of different sizes need ``batch_size=1``: a ``ValueError``
+            naming two such files says so before any decoding.
         training: bool. Shuffle and augment to `crop_size`. Defaults to False (full resolution).
         crop_size: int or (h, w). Training crop.
         output: str. `"dict"` or `"tuple"`. Defaults to `"dict"`.
@@ -134,6 +164,8 @@ def folder(images_dir, masks_dir, num_classes, value_map=None, ignore_label=IGNO
     """
     source = FolderSource(images_dir, masks_dir, num_classes, value_map, ignore_label,
                           invalid_to_ignore)
+    if not training and batch_size > 1:
+        check_same_size(source.image_paths, batch_size)
     return _pipeline.make_pipeline(source, batch_size=batch_size, training=training,
                                    crop_size=crop_size, output=output, augment=augment,
                                    **pipeline_kwargs)
