@@ -39,6 +39,10 @@ def _import_densecrf():
     return dcrf
 
 
+# The two resizers below stay private PIL ones rather than keras_deeplab.utils'
+# resize_bilinear: those run keras.ops (TensorFlow) and `refine_batch` runs `refine` in
+# fork()ed workers, where TensorFlow's thread pools are not fork-safe; PIL keeps the workers
+# TF-free. They also antialias when shrinking (`scale < 1`), which utils' resizer does not.
 def _resize_channels(array, size):
     """Bilinear (antialiased when shrinking) resize of an (H, W, C) float map."""
     from PIL import Image
@@ -221,20 +225,58 @@ class DenseCRF:
                 f"{image.shape[:2]}, got shape {probs.shape}."
             )
         if image.dtype != np.uint8:
-            if image.min() < 0 or image.max() > 255:
-                raise ValueError("DenseCRF expects image values in [0, 255] (uint8).")
+            if not np.issubdtype(image.dtype, np.number) or image.dtype == np.bool_:
+                raise ValueError(f"DenseCRF expects a uint8 RGB image, got dtype {image.dtype}.")
+            if image.size and not np.all(np.isfinite(image)):
+                raise ValueError("DenseCRF: the image holds NaN or infinite values; pass the "
+                                 "uint8 RGB image the model was given.")
+            if image.size and (image.min() < 0 or image.max() > 255):
+                raise ValueError(
+                    f"DenseCRF expects image values in [0, 255] (uint8); got range "
+                    f"[{image.min()}, {image.max()}]. Pass the original RGB image, not the "
+                    "model's normalised input.")
+            if np.issubdtype(image.dtype, np.floating) and image.size and image.max() <= 1.0:
+                raise ValueError(
+                    f"DenseCRF: the float image has all its values in [0, 1] (max "
+                    f"{float(image.max()):.3g}); its colours would round to 0 and 1. Pass "
+                    "np.round(image * 255).astype(np.uint8).")
             image = np.round(image).astype(np.uint8)
-        return np.ascontiguousarray(image), np.asarray(probs, np.float32)
+        probs = np.asarray(probs, np.float32)
+        if probs.size and not np.all(np.isfinite(probs)):
+            raise ValueError(
+                f"DenseCRF: the probabilities hold {int(np.sum(~np.isfinite(probs)))} NaN or "
+                "infinite values; check the model output (a diverged model, or a NaN input).")
+        if probs.size and (probs.min() < 0 or probs.max() > 1 + 1e-4):
+            raise ValueError(
+                f"DenseCRF expects softmax probabilities in [0, 1]; got range [{probs.min():.4g}, "
+                f"{probs.max():.4g}], which looks like logits. Apply a softmax over the class "
+                "axis first: scipy.special.softmax(logits, axis=-1), or use the Predictor's "
+                "probabilities.")
+        sums = probs.sum(-1)
+        worst = float(np.max(np.abs(sums - 1.0))) if sums.size else 0.0
+        if worst > 1e-3:
+            raise ValueError(
+                f"DenseCRF expects probabilities that sum to 1 over the {probs.shape[-1]} classes "
+                f"at every pixel; some pixel sums are off by {worst:.3g} (sigmoid outputs or "
+                "unnormalised scores). Apply a softmax to the logits (scipy.special.softmax("
+                "logits, axis=-1)) or normalise: probs / probs.sum(-1, keepdims=True).")
+        return np.ascontiguousarray(image), probs
 
     def refine(self, image, probabilities):
         """Refines one probability map.
 
         Args:
-            image: uint8 array (H, W, 3), RGB.
+            image: uint8 array (H, W, 3), RGB in [0, 255] (floats in [0, 255] are rounded).
             probabilities: float array (H, W, C), softmax output (rows sum to 1).
 
         Returns:
             float32 array (H, W, C): the mean-field marginals.
+
+        Raises:
+            ValueError: shapes that do not match; an image with NaNs, values outside
+                [0, 255], or a float image in [0, 1] (multiply by 255); probabilities with
+                NaN/inf, values outside [0, 1] (logits: apply a softmax) or pixel sums other
+                than 1 (apply a softmax or normalise). The message names the transform.
         """
         image, probs = self._check(image, probabilities)
         height, width, num_labels = probs.shape
