@@ -571,6 +571,11 @@ class RunConfig:
         strategy: str. One of `kd.training.distribute.STRATEGIES`. Defaults to "auto".
         sync_bn: bool. Synchronised batch norm with several replicas. Defaults to True.
         overwrite: bool. Start again in an existing run directory. Defaults to False.
+        accept_changes: bool. Resume although the configuration, dataset size or steps per
+            epoch changed (recorded in the manifest). Defaults to False.
+        backup_steps: int or None. Optimizer steps between step-level backups; a kill
+            loses at most this many steps (200: about 3 minutes at the Cityscapes recipe
+            defaults, benchmarks/RESULTS.md). None: after every epoch only. Defaults to 200.
         tensorboard: bool. Write TensorBoard logs. Defaults to True.
         verbose: int. Defaults to 1.
         model, optim, eval: the other stage configs (their defaults if not given).
@@ -595,6 +600,11 @@ class RunConfig:
                              "turns it off)",
                              flag="--no-sync-bn")
     overwrite: bool = _setting(False, "start an existing run directory again")
+    accept_changes: bool = _setting(False, "resume a run although its configuration, dataset "
+                                    "size or steps per epoch changed (the changes are "
+                                    "recorded in its manifest)")
+    backup_steps: Optional[int] = _setting(200, "optimizer steps between step-level backups "
+                                           "(none: after every epoch only)", type=_opt_int)
     tensorboard: bool = _setting(True, "TensorBoard logs (the flag turns them off)",
                                  flag="--no-tensorboard")
     verbose: int = _setting(1, "0: silent, 1: progress", type=int)
@@ -604,6 +614,7 @@ class RunConfig:
 
     def __post_init__(self):
         _check_choice(self.strategy, "strategy", "run", STRATEGIES)
+        _check_positive(self.backup_steps, "backup_steps", "run")
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig),
                           ("eval", EvalConfig)):
             value = getattr(self, name)

@@ -287,8 +287,8 @@ def train(config, recipe=None):
     start = time.time()
     # a run directory of another configuration or of a finished run fails here, before
     # any data is written or model built
-    accept = {"accept_changes": True} if getattr(config, "accept_changes", False) else {}
-    check_resume(config.run_dir, config.to_dict(), overwrite=config.overwrite, **accept)
+    check_resume(config.run_dir, config.to_dict(), overwrite=config.overwrite,
+                 accept_changes=config.accept_changes)
     if config.data.synthetic:
         data = config.data
         if data.data_dir is None and data.dataset != "synthetic":  # inside the run folder
@@ -350,7 +350,8 @@ def train(config, recipe=None):
         recipe=recipe, steps_per_epoch=steps_per_epoch, every_n_epochs=ev.every,
         sliding_window=ev.sliding_window, scales=ev.scales, flip=ev.flip,
         class_names=class_names(data.dataset, num_classes), tensorboard=config.tensorboard,
-        overwrite=config.overwrite, verbose=config.verbose)
+        overwrite=config.overwrite, verbose=config.verbose, backup_steps=config.backup_steps,
+        accept_changes=config.accept_changes)
     write_manifest(run_dir, extra={"model": {"class": type(net).__name__,
                                              "parameters": int(net.count_params())}})
     return {"run_dir": run_dir, "config": config, "history": history.history,
