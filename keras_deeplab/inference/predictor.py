@@ -1,6 +1,7 @@
 """One predictor for Keras, SavedModel and TFLite segmentation models."""
 
 import os
+import warnings
 
 import numpy as np
 
@@ -23,7 +24,9 @@ class Predictor:
 
     - `input_size=(h, w)`, or a TFLite/SavedModel with a fixed input size (and no
       sliding window): the image is resized bilinearly to that size and the
-      probabilities resized back to the image size.
+      probabilities resized back to the image size. This does not keep the aspect
+      ratio: for a fixed-size model a `UserWarning` says so for every image whose
+      aspect differs (by over 1 %); `sliding_window=` the model's size tiles instead.
     - `sliding_window=(h, w)`: each view is tiled with overlapping windows
       (stride `ceil(window * (1 - overlap))`, last window aligned with the end) whose
       softmax probabilities are averaged. A view smaller than the window is one
@@ -132,6 +135,7 @@ class Predictor:
         return np.log(np.maximum(self._probabilities(image), np.float32(1e-30)))
 
     def _probabilities(self, image):
+        self._warn_if_squashed(np.shape(image)[:2])
         probs = self.engine.probabilities(np.asarray(image, np.float32)[None])[0]
         if self.num_classes is None:
             self.num_classes = probs.shape[-1]
@@ -144,6 +148,24 @@ class Predictor:
             palette = default_palette(self.num_classes)
         get_palette(palette, self.num_classes)
         return palette
+
+    def _warn_if_squashed(self, size):
+        """Warns (once per image size) when a fixed-size model would distort the image."""
+        fixed = self.engine.fixed_input_size
+        if fixed is None or self.engine.sliding_window is not None or tuple(size) == fixed:
+            return
+        seen = self.__dict__.setdefault("_squash_warned", set())
+        ratio = (size[1] / size[0]) / (fixed[1] / fixed[0])
+        if abs(ratio - 1.0) <= 0.01 or tuple(size) in seen:
+            return
+        seen.add(tuple(size))
+        warnings.warn(
+            f"The model takes a fixed {fixed[0]}x{fixed[1]} input, so this {size[0]}x{size[1]} "
+            f"image is resized to {fixed[0]}x{fixed[1]} WITHOUT keeping its aspect ratio "
+            f"(width/height {size[1] / size[0]:.2f} becomes {fixed[1] / fixed[0]:.2f}), which "
+            "changes the labels. Pass "
+            f"sliding_window={fixed} to tile the image at the model's size (keeps the aspect "
+            "ratio), or export the model with input_size=None.", UserWarning, stacklevel=3)
 
     def _result(self, image, probs, source):
         return PredictionResult(
@@ -161,7 +183,9 @@ class Predictor:
         """Predicts one image.
 
         Args:
-            x: path, PIL image or array (H, W, 3) with values in [0, 255].
+            x: path, PIL image or array (H, W, 3) with values in [0, 255] (files and PIL
+                images decoded as the dataset loaders decode them; a float array with all
+                values in [0, 1] raises ValueError: multiply it by 255).
             crf: bool. Apply the predictor's CRF, if it has one. Defaults to True.
 
         Returns:
