@@ -2,6 +2,8 @@
 
 TFDS cannot download Cityscapes: put `leftImg8bit_trainvaltest.zip` and `gtFine_trainvaltest.zip`
 in `manual_dir`. TFDS stores labelIds; they are mapped to the 19 trainIds in the graph.
+TFDS decodes its own (lossless, 8-bit) PNGs, which `keras_deeplab.data.decode` would decode to
+the same pixels; the labelIds are checked to lie in 0..255 before the lookup.
 """
 
 import tensorflow as tf
@@ -46,8 +48,12 @@ class CityscapesTFDSSource:
     def raw_dataset(self):
         """Examples with the masks still in labelIds."""
         def convert(ex):
+            labels = tf.cast(ex["segmentation_label"], tf.int32)
+            tf.debugging.assert_less(tf.reduce_max(labels), 256, message=(
+                f"{self.name}: a segmentation_label holds values above 255, which are not "
+                "Cityscapes labelIds; rebuild the TFDS dataset from the official zip files"))
             return {"images": tf.cast(ex["image_left"], tf.uint8),
-                    "segmentation_masks": ex["segmentation_label"]}
+                    "segmentation_masks": labels}
 
         return self._ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
