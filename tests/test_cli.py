@@ -343,7 +343,7 @@ def test_synthetic_run_named_after_what_it_built_with_reports(tmp_path):
     run = runs / name
     assert os.listdir(runs) == [name]
     assert (run / "fake_data" / "VOCdevkit" / "VOC2012").is_dir()  # inside the run folder
-    assert f"fake voc tree" in out.stdout and str(run / "fake_data") in out.stdout
+    assert "fake voc tree" in out.stdout and str(run / "fake_data") in out.stdout
     # one compact line per epoch, no per-class IoU on the console
     epoch_lines = [ln for ln in out.stdout.splitlines() if ln.startswith("epoch ")]
     assert len(epoch_lines) == 2 and "val mIoU" in epoch_lines[-1]
