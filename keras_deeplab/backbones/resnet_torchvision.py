@@ -3,6 +3,7 @@
 import keras
 
 from keras_deeplab.backbones.base import Backbone
+from keras_deeplab.layers.atrous_conv import AtrousConv2D
 from keras_deeplab.layers.preprocessing import ImageNormalization
 from keras_deeplab.utils import check_output_stride, register
 
@@ -34,9 +35,11 @@ def _conv(x, filters, kernel, name, stride=1, dilation=1, reg=None):
         if pad:
             x = keras.layers.ZeroPadding2D(pad, name=f"{name}.pad")(x)
         padding = "valid"
-    return keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding,
-                               dilation_rate=dilation, use_bias=False, name=name,
-                               kernel_regularizer=reg)(x)
+    # AtrousConv2D: a Conv2D whose dilated form is one native CONV_2D in TFLite (Keras'
+    # Conv2D lowers dilation to space-to-batch); same weights, same numbers.
+    conv = AtrousConv2D if dilation > 1 else keras.layers.Conv2D
+    return conv(filters, kernel, strides=stride, padding=padding, dilation_rate=dilation,
+                use_bias=False, name=name, kernel_regularizer=reg)(x)
 
 
 def _bottleneck(x, planes, stride, dilation, downsample, name, reg):

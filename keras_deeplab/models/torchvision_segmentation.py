@@ -9,7 +9,11 @@ import functools
 import keras
 
 from keras_deeplab.backbones.base import Backbone
-from keras_deeplab.backbones.resnet_torchvision import BN_EPSILON, BN_MOMENTUM, TorchvisionResNetBackbone
+from keras_deeplab.backbones.resnet_torchvision import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    TorchvisionResNetBackbone,
+)
 from keras_deeplab.layers.atrous_conv import AtrousConv2D
 from keras_deeplab.layers.resize import ResizeLike
 from keras_deeplab.models.base import SegmentationModel
