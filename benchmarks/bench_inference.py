@@ -1,28 +1,56 @@
-"""Inference speed: DeepLabV3-ResNet50 OS16 (ours) vs keras-hub's DeepLabV3 segmenter.
+"""Inference speed of DeepLabV3-ResNet50 (ours) vs torchvision's same-architecture DeepLabV3.
 
-Both with random weights built from config (no download), batch 1, on this machine, in
-the same run. Reports images/s and achieved GFLOP/s (FLOPs = 2 x MACs counted by TF's
-graph profiler on each model's own graph), next to the machine's conv ceiling, plus the
-native-vs-space-to-batch timing of one ASPP rate-12 conv.
+Both with random weights built from config (no download), batch 1, 513x513, on this
+machine, in the same run; each case in a fresh process, the cases interleaved over
+``--rounds`` rounds, medians reported with the ratio ours / torchvision:
 
-    python benchmarks/bench_inference.py                 # fp32 and bf16, 513x513
-    python benchmarks/bench_inference.py --quick          # small and short (smoke check)
+- ours fp32, bf16 (``mixed_bfloat16``), each also with XLA (``jit_compile=True``), and
+  fp32 at OS8 (``tf.function(model(x, training=False))``);
+- torchvision fp32, bf16 (``torch.autocast("cpu", torch.bfloat16)``) and fp32 at OS8
+  (``torch.inference_mode()``, the default NCHW layout and thread count), built by
+  `_common.torchvision_deeplabv3`: ResNet-50, dilation in the last stage only at OS16,
+  ASPP 6/12/18 (OS8: last two stages, 12/24/36), the FLOPs of ours;
+- keras-hub's DeepLabV3 segmenter, the Keras reference (no dilated backbone; it fails at
+  513, so it runs at 512);
+- the machine's ceiling: a plain 3x3 conv (65x65x512 -> 512) in fp32 and bf16, with ours'
+  achieved GFLOP/s (FLOPs = 2 x MACs from TF's graph profiler) as a fraction of it.
+
+The CPU model, its SIMD flags and the load average (before every case) are recorded.
+
+    python benchmarks/bench_inference.py                 # 3 rounds, 10 timed calls per case
+    python benchmarks/bench_inference.py --rounds 1 --iters 3 --warmup 1   # reduced
+    python benchmarks/bench_inference.py --threads 1      # both frameworks on 1 thread (loaded machine)
+    python benchmarks/bench_inference.py --quick          # 129 px, 1 round, 2 calls (smoke)
+    python benchmarks/bench_inference.py --conv-only      # one ASPP conv, native vs space-to-batch
 """
 
 import argparse
+import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import conv_ceiling_gflops, graph_flops, machine, quiet_tf, timed, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    conv_ceiling_gflops, cpu, graph_flops, load, machine, median_of, quiet_tf, run_cases, set_threads,
+    timed,
+    torchvision_deeplabv3, write_json)
 
 quiet_tf()
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASES = ["ours_fp32", "torchvision_fp32", "ours_bf16", "torchvision_bf16", "ours_fp32_xla",
+         "ours_bf16_xla", "ours_os8_fp32", "torchvision_os8_fp32", "keras_hub_fp32", "ceiling"]
+# (ours, reference) pairs whose ratio is printed
+PAIRS = [("ours_fp32", "torchvision_fp32"), ("ours_bf16", "torchvision_bf16"),
+         ("ours_fp32_xla", "torchvision_fp32"), ("ours_bf16_xla", "torchvision_bf16"),
+         ("ours_os8_fp32", "torchvision_os8_fp32"), ("ours_fp32", "keras_hub_fp32")]
 
 
-def build_ours(num_classes):
+def build_ours(num_classes, output_stride=16):
+    sys.path.insert(0, REPO)
     import keras_deeplab as kd
 
-    return kd.models.DeepLabV3(num_classes=num_classes, backbone="resnet50", output_stride=16)
+    return kd.models.DeepLabV3(num_classes=num_classes, backbone="resnet50", output_stride=output_stride)
 
 
 def build_keras_hub(num_classes):
@@ -47,18 +75,64 @@ def build_keras_hub(num_classes):
     return keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone, num_classes=num_classes)
 
 
-def measure(model, size, iters, warmup):
+def keras_case(model, size, iters, warmup, jit_compile=False, flops=False):
     import numpy as np
     import tensorflow as tf
 
     spec = tf.TensorSpec((1, size, size, 3), tf.float32)
-    fn = tf.function(lambda t: model(t, training=False))
+    fn = tf.function(lambda t: model(t, training=False), jit_compile=jit_compile)
     concrete = fn.get_concrete_function(spec)
-    flops = graph_flops(concrete)
+    out = {"size": size}
+    if flops:
+        out["gflops_per_image"] = graph_flops(fn.get_concrete_function(spec)) / 1e9
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype("float32"))
-    sec = timed(lambda: np.asarray(concrete(x)), warmup=warmup, iters=iters)
-    return {"size": size, "sec_per_image": sec, "images_per_s": 1 / sec, "gflops_per_image": flops / 1e9,
-            "achieved_gflops_s": flops / sec / 1e9}
+    call = (lambda: np.asarray(fn(x))) if jit_compile else (lambda: np.asarray(concrete(x)))
+    start = time.perf_counter()
+    call()
+    out["first_call_s"] = time.perf_counter() - start  # includes XLA compilation
+    sec = timed(call, warmup=warmup, iters=iters)
+    out.update(sec_per_image=sec, images_per_s=1 / sec)
+    return out
+
+
+def torch_case(output_stride, size, iters, warmup, bf16):
+    import contextlib
+
+    import torch
+
+    model = torchvision_deeplabv3(21, output_stride).eval()
+    x = torch.rand(1, 3, size, size)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def call():
+        with torch.inference_mode(), autocast:
+            return model(x)["out"].float().numpy()
+
+    sec = timed(call, warmup=warmup, iters=iters)
+    return {"size": size, "sec_per_image": sec, "images_per_s": 1 / sec,
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def child(case, args):
+    set_threads(args.threads, "torch" if case.startswith("torchvision") else "tensorflow")
+    if case.startswith("torchvision"):
+        return torch_case(8 if "os8" in case else 16, args.size, args.iters, args.warmup, "bf16" in case)
+    import keras
+    import tensorflow as tf
+
+    if case == "ceiling":
+        return {"fp32_gflops_s": conv_ceiling_gflops("float32", seconds=1.0),
+                "bf16_gflops_s": conv_ceiling_gflops("bfloat16", seconds=1.0)}
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bf16" in case else "float32")
+    if case == "keras_hub_fp32":
+        size = args.size // 32 * 32  # keras-hub's segmenter needs sizes divisible by 32
+        return {**keras_case(build_keras_hub(21), size, args.iters, args.warmup),
+                "note": f"measured at {size}: keras-hub fails at sizes not divisible by 32"}
+    model = build_ours(21, 8 if "os8" in case else 16)
+    out = keras_case(model, args.size, args.iters, args.warmup, jit_compile=case.endswith("_xla"),
+                     flops=args.flops and case in ("ours_fp32", "ours_os8_fp32"))
+    out["tensorflow"] = tf.__version__
+    return out
 
 
 def aspp_conv_native_vs_space_to_batch(iters):
@@ -83,49 +157,60 @@ def main():
     parser.add_argument("--size", type=int, default=513)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--dtypes", default="float32,mixed_bfloat16")
-    parser.add_argument("--quick", action="store_true", help="129 px, 2 iterations, fp32 only")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="compute threads for both frameworks (0: their defaults); 1 on a loaded machine")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--quick", action="store_true", help="129 px, 1 round, 2 calls per case")
     parser.add_argument("--conv-only", action="store_true", help="only the native-vs-space-to-batch conv")
+    parser.add_argument("--flops", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "inference.json"))
     args = parser.parse_args()
     if args.quick:
-        args.size, args.iters, args.warmup, args.dtypes = 129, 2, 1, "float32"
-
-    import keras
-
-    results = {"machine": machine(), "size": args.size, "runs": {}}
-    results["aspp_conv"] = aspp_conv_native_vs_space_to_batch(max(2, args.iters))
-    for key, r in results["aspp_conv"].items():
-        print(f"ASPP conv {key} 2048->256: native {r['native_ms']:.1f} ms, space-to-batch "
-              f"{r['space_to_batch_ms']:.1f} ms (native x{r['speedup']:.2f} faster)")
-    if args.conv_only:
+        args.size, args.iters, args.warmup, args.rounds = 129, 2, 1, 1
+    if args.child:
+        print(json.dumps(child(args.child, args)))
         return
-    for policy in args.dtypes.split(","):
-        keras.mixed_precision.set_global_policy(policy)
-        ceiling = conv_ceiling_gflops("bfloat16" if "bfloat16" in policy else "float32",
-                                      seconds=0.5 if args.quick else 2.0)
-        ours = measure(build_ours(21), args.size, args.iters, args.warmup)
-        # keras-hub's segmenter needs sizes divisible by 32: it fails at 513.
-        try:
-            hub = measure(build_keras_hub(21), args.size, args.iters, args.warmup)
-        except Exception as e:  # noqa: BLE001 - documented failure mode
-            size = args.size // 32 * 32
-            print(f"keras-hub at {args.size}x{args.size}: {type(e).__name__}; measuring at {size}x{size}")
-            hub = measure(build_keras_hub(21), size, args.iters, args.warmup)
-            hub["note"] = f"fails at {args.size}x{args.size}: {type(e).__name__}"
-        run = {"conv_ceiling_gflops_s": ceiling, "ours": ours, "keras_hub": hub,
-               "ratio_images_per_s": ours["images_per_s"] / hub["images_per_s"],
-               "ratio_gflops_s": ours["achieved_gflops_s"] / hub["achieved_gflops_s"],
-               "ours_fraction_of_ceiling": ours["achieved_gflops_s"] / ceiling}
-        results["runs"][policy] = run
-        print(f"[{policy}] conv ceiling {ceiling:.0f} GFLOP/s")
-        for name in ("ours", "keras_hub"):
-            r = run[name]
-            print(f"[{policy}] {name:9s} {r['size']}x{r['size']}: {r['images_per_s']:.2f} img/s, "
-                  f"{r['gflops_per_image']:.1f} GFLOP/img, {r['achieved_gflops_s']:.0f} GFLOP/s")
-        print(f"[{policy}] ours/keras-hub: x{run['ratio_images_per_s']:.2f} img/s, "
-              f"x{run['ratio_gflops_s']:.2f} GFLOP/s; ours at {100 * run['ours_fraction_of_ceiling']:.0f}% of the ceiling")
-    keras.mixed_precision.set_global_policy("float32")
+    if args.conv_only:
+        for key, r in aspp_conv_native_vs_space_to_batch(max(2, args.iters)).items():
+            print(f"ASPP conv {key} 2048->256: native {r['native_ms']:.1f} ms, space-to-batch "
+                  f"{r['space_to_batch_ms']:.1f} ms (native x{r['speedup']:.2f} faster)")
+        return
+    info = cpu()
+    print(f"CPU: {info['model']}, {os.cpu_count()} cores, SIMD flags: {' '.join(info['simd_flags'])}; "
+          f"load {load()}", flush=True)
+    cases = args.cases.split(",")
+    common = ["--size", str(args.size), "--iters", str(args.iters), "--warmup", str(args.warmup),
+              "--threads", str(args.threads)]
+    runs = run_cases(os.path.abspath(__file__), cases, args.rounds, common)
+    # FLOPs once (graph profiler, slow on a big graph), in its own process
+    flops = run_cases(os.path.abspath(__file__), [c for c in ("ours_fp32", "ours_os8_fp32") if c in cases],
+                      1, common[:2] + ["--iters", "1", "--warmup", "0", "--flops"])
+    summary = {c: median_of(r, "images_per_s") for c, r in runs.items()}
+    results = {"machine": machine(), "command": "python benchmarks/bench_inference.py " + " ".join(sys.argv[1:]),
+               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "size": args.size,
+               "rounds": args.rounds, "threads": args.threads or "default", "iters": args.iters, "warmup": args.warmup, "runs": runs,
+               "flops_runs": flops, "median_images_per_s": summary, "load_after": load()}
+    print(f"\n| case | img/s (median of {args.rounds}) | load (1-min) per round |")
+    print("|---|---|---|")
+    for c in cases:
+        loads = ", ".join(str((r.get("load") or ["?"])[0]) for r in runs[c])
+        print(f"| {c} | {summary[c]:.3f} | {loads} |")
+    for ours, ref in PAIRS:
+        if ours in summary and ref in summary:
+            ratio = summary[ours] / summary[ref]
+            results.setdefault("ratios", {})[f"{ours}/{ref}"] = ratio
+            print(f"{ours} / {ref}: x{ratio:.2f}")
+    if "ceiling" in runs:
+        ceiling = median_of(runs["ceiling"], "fp32_gflops_s")
+        gflops = median_of(flops.get("ours_fp32", []), "gflops_per_image")
+        if gflops == gflops and "ours_fp32" in summary:
+            frac = summary["ours_fp32"] * gflops / ceiling
+            results["ours_fp32_fraction_of_ceiling"] = frac
+            print(f"ours fp32: {gflops:.1f} GFLOP/img, {summary['ours_fp32'] * gflops:.0f} GFLOP/s = "
+                  f"{100 * frac:.0f}% of the 3x3-conv ceiling ({ceiling:.0f} GFLOP/s fp32, "
+                  f"{median_of(runs['ceiling'], 'bf16_gflops_s'):.0f} bf16)")
     write_json(args.out, results)
     print(f"wrote {args.out}")
 
