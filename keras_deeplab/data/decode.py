@@ -59,8 +59,6 @@ _IMAGE_SIGNATURES = {
 #: Lossless formats a mask may be stored in (by signature).
 MASK_FORMATS = ("PNG", "BMP", "GIF")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-_DROP_TO_RGB = ("L", "1", "P", "PA", "LA", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "La", "LAB",
-                "HSV")
 
 
 class DecodeError(ValueError):
