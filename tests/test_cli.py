@@ -402,3 +402,66 @@ def test_fit_writes_csv_curve_report_and_a_compact_line(tmp_path, capsys):
     assert parsed["epoch"] == [1, 2, 3] and np.isnan(parsed["val_miou"][0])
     assert (tmp_path / "run" / "training_curve.png").is_file()
     assert "Status: finished" in (tmp_path / "run" / "report.md").read_text()
+
+
+# --- pretrained models from the shell ------------------------------------------------------
+def test_pretrained_list_and_unknown_names(tmp_path, capsys):
+    from keras_deeplab.pretrained.registry import list_pretrained
+
+    assert cli.main(["pretrained", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == [r["name"] for r in list_pretrained()]
+    assert cli.main(["pretrained", "list"]) == 0
+    table = capsys.readouterr().out
+    assert all(r["name"] in table for r in rows) and "not measured here" in table
+    (tmp_path / "a.png").write_bytes(b"")
+    assert cli.main(["predict", "--model", "deeplabv3_resnet1000.nowhere", "--input",
+                     str(tmp_path / "a.png"), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "neither a file nor a pretrained checkpoint" in err and rows[0]["name"] in err
+    assert cli.main(["convert", "--from", "torchvision", str(tmp_path / "missing.pth"),
+                     "--arch", "deeplabv3_resnet50", "--output", str(tmp_path / "m.keras")]) == 2
+
+
+def test_convert_a_torchvision_state_dict_from_the_shell(tmp_path):
+    """A state_dict written from a Keras LR-ASPP model in torch's layouts (OIHW convs,
+    (C, 1, kh, kw) depthwise, BN running statistics) converts back to the same logits."""
+    import keras
+    import torch
+
+    from keras_deeplab.pretrained.convert import torch_named_layers
+    from keras_deeplab.pretrained.registry import get_architecture
+
+    arch = "lraspp_mobilenet_v3_large"
+    source = get_architecture(arch).build(num_classes=4, aux=False)
+    rng = np.random.default_rng(0)
+    state = {}
+    for prefix, layer in torch_named_layers(source).items():
+        for variable in layer.weights:  # random weights and BN statistics
+            value = rng.normal(0, 0.1, variable.shape).astype("float32")
+            if "variance" in variable.path:
+                value = np.abs(value) + 0.5
+            variable.assign(value)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for key, v in (("weight", layer.gamma), ("bias", layer.beta),
+                           ("running_mean", layer.moving_mean),
+                           ("running_var", layer.moving_variance)):
+                state[f"{prefix}.{key}"] = np.asarray(v)
+            continue
+        kernel = np.asarray(layer.kernel)
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            state[f"{prefix}.weight"] = np.transpose(kernel, (2, 3, 0, 1))
+        elif isinstance(layer, keras.layers.Conv2D):
+            state[f"{prefix}.weight"] = np.transpose(kernel, (3, 2, 0, 1))
+        else:
+            state[f"{prefix}.weight"] = kernel.T
+        if getattr(layer, "bias", None) is not None:
+            state[f"{prefix}.bias"] = np.asarray(layer.bias)
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
+               tmp_path / "lraspp.pth")
+    assert cli.main(["convert", "--from", "torchvision", str(tmp_path / "lraspp.pth"), "--arch",
+                     arch, "--output", str(tmp_path / "lraspp.keras")]) == 0
+    converted = keras.models.load_model(str(tmp_path / "lraspp.keras"))
+    image = rng.uniform(0, 255, (1, 64, 80, 3)).astype("float32")
+    np.testing.assert_allclose(converted.predict(image, verbose=0),
+                               source.predict(image, verbose=0), atol=1e-4, rtol=1e-4)

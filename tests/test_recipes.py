@@ -188,5 +188,5 @@ def test_cli_hooks_export_predict_crf_search(tmp_path, capsys):
     assert os.path.isfile(tmp_path / "sm" / "saved_model.pb")
     data = write_fake_cityscapes(str(tmp_path / "cs"), {"val": 2}, image_size=32)
     assert cli.main(["crf-search", "--model", path, "--dataset", "cityscapes", "--data-dir",
-                     data, "--max-images", "2"]) == 0
+                     data, "--max-images", "2", "--output", str(tmp_path / "crf.json")]) == 0
     assert "coarse" in capsys.readouterr().out
