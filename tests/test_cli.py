@@ -465,3 +465,24 @@ def test_convert_a_torchvision_state_dict_from_the_shell(tmp_path):
     image = rng.uniform(0, 255, (1, 64, 80, 3)).astype("float32")
     np.testing.assert_allclose(converted.predict(image, verbose=0),
                                source.predict(image, verbose=0), atol=1e-4, rtol=1e-4)
+
+
+def test_config_reads_the_stages_declarations_without_importing_them():
+    """training/config.py reads these from the defining modules' source (so the parser needs
+    no framework); they must equal the imported values."""
+    import dataclasses
+
+    from keras_deeplab.backbones import NAMES
+    from keras_deeplab.data.augment import AugmentConfig
+    from keras_deeplab.training import config
+    from keras_deeplab.training.class_weights import METHODS
+    from keras_deeplab.training.distribute import STRATEGIES
+    from keras_deeplab.training.precision import PRECISIONS
+
+    assert config.STRATEGIES == STRATEGIES and config.PRECISIONS == PRECISIONS
+    assert config.CLASS_WEIGHTINGS == METHODS and config.BACKBONES == NAMES
+    declared = config._declared("data.augment", "AugmentConfig")
+    defaults = dataclasses.asdict(AugmentConfig())
+    for name in config.AUGMENT_FLAGS:
+        assert declared[name] == defaults[name], name
+    assert config.NUM_CLASSES == {"cityscapes": 19, "voc": 21, "synthetic": 6}

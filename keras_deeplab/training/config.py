@@ -37,7 +37,7 @@ from typing import Optional, Tuple, Union
 # import time: the command line builds its parser from it, and ``keras-deeplab --help``
 # answers without loading a framework. The other stages' choice lists and the augmentation
 # defaults are read from their defining modules' source (`_declared`, one definition each;
-# tests/test_config.py checks them against the imported values); whatever needs the
+# tests/test_cli.py checks them against the imported values); whatever needs the
 # stages themselves (the backbone names, the dataset class counts, `AugmentConfig`) is
 # imported when a config is built.
 
