@@ -45,7 +45,7 @@ if args.fault:
                 with open(src, "r+b") as f:
                     f.truncate(size // 2)
                 with open(PAUSED, "w") as f:
-                    f.write(f"{src} -> {dst}\n")
+                    f.write(f"{os.path.abspath(src)} -> {os.path.abspath(dst)}\n")
                 time.sleep(600)
         return real_replace(src, dst, *a, **k)
 

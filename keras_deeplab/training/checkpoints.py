@@ -90,7 +90,11 @@ def save_weights_atomic(model, path):
 def remove_stale_temporaries(folder):
     """Deletes temporary files a killed writer left in ``folder``; returns their paths."""
     removed = []
-    for path in glob.glob(os.path.join(glob.escape(folder), f".*{TEMP_MARK}*")):
+    folder = glob.escape(folder)
+    # ours, and `provenance.write_json_atomic`'s ``.<name>.<random>.tmp``
+    paths = set(glob.glob(os.path.join(folder, f".*{TEMP_MARK}*")))
+    paths |= set(glob.glob(os.path.join(folder, ".*.tmp")))
+    for path in sorted(paths):
         try:
             os.remove(path)
             removed.append(path)

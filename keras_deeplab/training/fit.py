@@ -397,12 +397,12 @@ def fit(model, train_data, epochs, run_dir, val_data=None, num_classes=None, con
     os.makedirs(run_dir, exist_ok=True)
     if chief:
         for folder in (run_dir, backup_dir):
-            for path in remove_stale_temporaries(folder):
-                log(f"Removed {path}, left by a write that was interrupted.")
+            for path in remove_stale_temporaries(folder):  # printed even with verbose=0
+                print(f"Removed {path}, left by a write that was interrupted.")
     epoch, offset, best = 0, 0, None
     resume = None
     if resuming:
-        resume = restore_backup(model, backup_dir, log=log)
+        resume = restore_backup(model, backup_dir, log=print)  # damage is always reported
         epoch, offset = int(resume["epoch"]), int(resume["step"])
         if offset >= (steps or offset + 1):
             epoch, offset = epoch + 1, 0
