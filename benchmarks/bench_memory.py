@@ -7,6 +7,7 @@ imports TensorFlow and builds the model without running it: its peak is the base
 other cases add activations to ("above baseline").
 
     python benchmarks/bench_memory.py
+    python benchmarks/bench_memory.py --quick      # 128x256 (smoke check)
     python benchmarks/bench_memory.py --cases model_only,eval_sliding_769   # a subset
 """
 
@@ -29,7 +30,7 @@ def peak_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def child(case, threads):
+def child(case, threads, quick=False):
     set_threads(threads, "tensorflow")
     sys.path.insert(0, REPO)
     import numpy as np
@@ -40,7 +41,8 @@ def child(case, threads):
     output_stride = 8 if case == "infer_os8" else 16
     model = kd.models.DeepLabV3(num_classes=19, backbone="resnet50", output_stride=output_stride)
     rng = np.random.default_rng(0)
-    image = rng.uniform(0, 255, (1, H, W, 3)).astype("float32")
+    h, w = (128, 256) if quick else (H, W)
+    image = rng.uniform(0, 255, (1, h, w, 3)).astype("float32")
     after_build = peak_mib()
     start = time.perf_counter()
     out = {}
@@ -48,8 +50,8 @@ def child(case, threads):
         fn = tf.function(lambda t: model(t, training=False))
         np.asarray(fn(tf.constant(image)))
     elif case.startswith("eval"):
-        mask = rng.integers(0, 19, (1, H, W, 1)).astype("int32")
-        kwargs = {"sliding_window": 769} if "sliding" in case else {}
+        mask = rng.integers(0, 19, (1, h, w, 1)).astype("int32")
+        kwargs = {"sliding_window": 97 if quick else 769} if "sliding" in case else {}
         if case.endswith("_os8"):
             kwargs["output_stride"] = 8
         result = kd.training.evaluate(model, [(image, mask)], batch_size=1, progress=False, **kwargs)
@@ -63,15 +65,17 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="128x256 images, 97 px windows (smoke check)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "memory.json"))
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.threads)))
+        print(json.dumps(child(args.child, args.threads, args.quick)))
         return
     info = cpu()
     print(f"CPU: {info['model']}, SIMD flags: {' '.join(info['simd_flags'])}; load {load()}", flush=True)
-    runs = run_cases(os.path.abspath(__file__), args.cases.split(","), 1, ["--threads", str(args.threads)])
+    runs = run_cases(os.path.abspath(__file__), args.cases.split(","), 1,
+                     ["--threads", str(args.threads)] + (["--quick"] if args.quick else []))
     base = runs.get("model_only", [{}])[0].get("peak_rss_mib")
     print("\n| case | peak RSS (MiB) | above model-only baseline (MiB) | seconds | load (1-min) |")
     print("|---|---|---|---|---|")
@@ -81,7 +85,7 @@ def main():
             continue
         above = f"{r['peak_rss_mib'] - base:.0f}" if base else "?"
         print(f"| {case} | {r['peak_rss_mib']:.0f} | {above} | {r['seconds']:.1f} | {r['load'][0]} |")
-    write_json(args.out, {"machine": machine(), "image": [H, W], "runs": runs,
+    write_json(args.out, {"machine": machine(), "image": [128, 256] if args.quick else [H, W], "runs": runs,
                           "command": "python benchmarks/bench_memory.py " + " ".join(sys.argv[1:])})
     print(f"wrote {args.out}")
 

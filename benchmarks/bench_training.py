@@ -6,7 +6,9 @@ momentum 0.9 and weight decay) on random data:
 
 - ours: `model.train_on_batch` after ``model.compile(optimizer=kd.training.poly_sgd(...),
   loss=kd.losses.CrossEntropy())``, in fp32 and ``mixed_bfloat16``, each also with XLA
-  (``compile(jit_compile=True)``);
+  (``compile(jit_compile=True)``), and fp32 with the dilated convs' gradient forced through
+  space-to-batch (``ours_fp32_s2b``, ``KERAS_DEEPLAB_DILATED_GRADIENT=space_to_batch``: the
+  path every CPU took before the native-gradient probe);
 - torchvision: `_common.torchvision_deeplabv3` (ResNet-50, dilation in the last stage
   only, ASPP 6/12/18), ``torch.optim.SGD(momentum=0.9, weight_decay=4e-5)``,
   ``nn.CrossEntropyLoss(ignore_index=255)``, fp32 and bf16 (``torch.autocast("cpu",
@@ -32,9 +34,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import cpu, load, machine, median_of, run_cases, set_threads, torchvision_deeplabv3, write_json  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CASES = ["ours_fp32", "torchvision_fp32", "ours_bf16", "torchvision_bf16", "ours_fp32_xla", "ours_bf16_xla"]
+CASES = ["ours_fp32", "torchvision_fp32", "ours_bf16", "torchvision_bf16", "ours_fp32_xla", "ours_bf16_xla",
+         "ours_fp32_s2b"]
 PAIRS = [("ours_fp32", "torchvision_fp32"), ("ours_bf16", "torchvision_bf16"),
-         ("ours_fp32_xla", "torchvision_fp32"), ("ours_bf16_xla", "torchvision_bf16")]
+         ("ours_fp32_xla", "torchvision_fp32"), ("ours_bf16_xla", "torchvision_bf16"),
+         ("ours_fp32", "ours_fp32_s2b")]
 
 
 def data(crop, batch):
@@ -62,6 +66,8 @@ def steps_timed(step, steps, warmup):
 
 
 def ours(case, crop, batch, steps, warmup, quick):
+    if case.endswith("_s2b"):  # the space-to-batch gradient the layer used before issue 16
+        os.environ["KERAS_DEEPLAB_DILATED_GRADIENT"] = "space_to_batch"
     sys.path.insert(0, REPO)
     import keras
     import numpy as np

@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = ["bench_inference.py", "bench_training.py", "bench_pipeline.py", "bench_tflite.py", "bench_crf.py"]
+SCRIPTS = ["bench_inference.py", "bench_training.py", "bench_memory.py", "bench_pipeline.py", "bench_tflite.py",
+           "bench_crf.py"]
 
 
 def main():
