@@ -486,3 +486,28 @@ def test_config_reads_the_stages_declarations_without_importing_them():
     for name in config.AUGMENT_FLAGS:
         assert declared[name] == defaults[name], name
     assert config.NUM_CLASSES == {"cityscapes": 19, "voc": 21, "synthetic": 6}
+
+
+def test_history_csv_restarts_with_overwrite_and_drops_repeated_epochs(tmp_path):
+    """A run started again (--overwrite) gets a new history.csv; a resumed one keeps the
+    rows of the epochs before the one it restarts from."""
+    from keras_deeplab.training.run_report import EpochCSVLogger
+
+    path = str(tmp_path / "history.csv")
+
+    def run(epochs, first=0):
+        logger = EpochCSVLogger(path, expected_keys=["val_miou"])
+        logger.on_train_begin()
+        for e in range(first, epochs):
+            logger.on_epoch_begin(e)
+            logger.on_epoch_end(e, {"loss": float(10 * e + first)})
+        logger.on_train_end()
+
+    run(3)
+    run(4, first=2)  # resumed at epoch 2: epochs 0, 1 kept, 2 and 3 written again
+    rows = list(csv.DictReader(open(path)))
+    assert [(r["epoch"], r["loss"]) for r in rows] == [("0", "0.0"), ("1", "10.0"),
+                                                       ("2", "22.0"), ("3", "32.0")]
+    assert rows[0]["val_miou"] == ""
+    run(1)  # started again from epoch 0
+    assert [r["epoch"] for r in csv.DictReader(open(path))] == ["0"]

@@ -5,7 +5,9 @@ run directory:
 
     history.csv          one row per epoch (`EpochCSVLogger`, a `keras.callbacks.CSVLogger`
                          whose columns include the validation metrics also on epochs
-                         without validation: empty there), appended across resumptions
+                         without validation: empty there); a resumed run keeps the rows
+                         of the epochs before the one it restarts from, a run started
+                         again (``overwrite``) begins a new file
     training_curve.png   loss and mIoU per epoch (`plot_training_curves`; needs matplotlib,
                          the ``plot`` extra: without it the report says the figure is missing)
     report.md            the run in a few lines: what was trained, the last and best
@@ -120,7 +122,8 @@ def plot_training_curves(history, path, baselines=None, title=None):
 
 
 class EpochCSVLogger(keras.callbacks.CSVLogger):
-    """`keras.callbacks.CSVLogger` (appending, so a resumed run continues its file) whose
+    """`keras.callbacks.CSVLogger` (appending, so a resumed run continues its file, minus
+    the rows of the epochs it repeats; a run from epoch 0 starts the file again) whose
     columns always include ``expected_keys``: Keras fixes the columns at the first epoch, and
     validation metrics that first appear on a later epoch (validation every N epochs) would
     be dropped. Epochs without a value leave the cell empty."""
@@ -128,6 +131,35 @@ class EpochCSVLogger(keras.callbacks.CSVLogger):
     def __init__(self, filename, expected_keys=()):
         super().__init__(filename, append=True)
         self.expected_keys = list(expected_keys)
+
+    def on_train_begin(self, logs=None):
+        self._first = True
+        super().on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if getattr(self, "_first", False):  # rows from this epoch on are written again
+            self._first = False
+            self._drop_rows_from(epoch)
+
+    def _drop_rows_from(self, epoch):
+        """Keeps the rows of the epochs before ``epoch``: a run started again from epoch 0
+        (``overwrite``) starts a new file, a resumed run drops the rows of the epochs it
+        repeats."""
+        self.csv_file.close()
+        kept = []
+        if os.path.isfile(self.filename):
+            with open(self.filename, newline="") as f:
+                rows = list(csv.reader(f))
+            if rows:
+                kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < epoch]
+        if len(kept) > 1:
+            with open(self.filename, "w", newline="") as f:
+                csv.writer(f).writerows(kept)
+        elif os.path.isfile(self.filename):
+            os.remove(self.filename)
+        self.append_header = len(kept) <= 1
+        self.csv_file = open(self.filename, "a", newline="")
+        self.writer = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
