@@ -358,6 +358,13 @@ def test_synthetic_run_named_after_what_it_built_with_reports(tmp_path):
     report = (run / "report.md").read_text()
     assert "Status: finished." in report and "Per-class IoU" in report
     assert f"{float(history[-1]['val_miou']):.4f}" in report
+    # the trained model carries its classes' names and colours (legends of predict)
+    import keras
+
+    from keras_deeplab.data.labels import VOC_CLASSES
+
+    trained = keras.models.load_model(str(run / "best.keras"), compile=False)
+    assert trained.class_names == list(VOC_CLASSES) and trained.palette == "voc"
     # evaluate --synthetic reuses the run's fake tree (no new folder)
     out = _shell(["evaluate", "--model", str(run / "best.keras"), "--dataset", "voc",
                   "--synthetic", "--json", "r.json", "--verbose", "0"], cwd=tmp_path)

@@ -51,13 +51,17 @@ def _model_class(name):
             "fcn": FCN, "unet": UNet, "pixel": PixelClassifier}[name]
 
 
-def build_model(config="deeplabv3plus", num_classes=19, **settings):
+def build_model(config="deeplabv3plus", num_classes=19, class_names=None, palette=None,
+                **settings):
     """Builds the model a `ModelConfig` describes.
 
     Args:
         config: `ModelConfig`, or a model name (one of `config.MODELS`) completed by
             ``settings``.
         num_classes: int. Output classes. Defaults to 19.
+        class_names, palette: carried by the model (``model.class_names``,
+            ``model.palette``: legends and default colours of ``keras-deeplab predict``).
+            Defaults to None.
         **settings: `ModelConfig` fields (``backbone=``, ``output_stride=``, ``tiny=`` ...)
             when ``config`` is a name.
 
@@ -79,6 +83,10 @@ def build_model(config="deeplabv3plus", num_classes=19, **settings):
         raise TypeError("Pass settings inside the ModelConfig, not as keyword arguments.")
     config = config.resolved()
     kwargs = {"num_classes": int(num_classes)}
+    if class_names is not None:
+        kwargs["class_names"] = list(class_names)
+    if palette is not None:
+        kwargs["palette"] = palette
     if "backbone" in MODEL_OPTIONS[config.model]:
         weights = config.backbone_weights
         kwargs.update(backbone=config.backbone, output_stride=config.output_stride,
@@ -318,7 +326,10 @@ def train(config, recipe=None):
                                               progress=config.verbose > 0)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        net = build_model(config.model, num_classes)
+        # the model carries its classes' names and colours (legends of keras-deeplab predict)
+        net = build_model(config.model, num_classes,
+                          class_names=class_names(data.dataset, num_classes),
+                          palette={"cityscapes": "cityscapes", "voc": "voc"}.get(data.dataset))
         replicas = strategy.num_replicas_in_sync if strategy is not None else 1
         if config.sync_bn and replicas > 1:
             sync_batchnorm(net)
