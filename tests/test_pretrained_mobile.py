@@ -127,8 +127,10 @@ def test_backbone_features_equal_torchvision_mobilenet_v3_large(output_stride, d
     _damp_projections(reference.features)
     backbone = kd.backbones.MobileNetV3LargeBackbone(output_stride=output_stride)
     state = {k: v.numpy() for k, v in reference.features.state_dict().items()}
-    # Layers are named after torchvision's paths inside `features`; every key must be used.
-    assign_state_dict(backbone, state, lambda m: {layer.name: layer for layer in m.layers if layer.weights})
+    # Layers are named after torchvision's paths inside `features` ("-" for "."); every
+    # key must be used.
+    assign_state_dict(backbone, state, lambda m: {layer.name.replace("-", "."): layer for layer in m.layers
+                                                  if layer.weights})
     image = photo(97, 131)
     x = torch.from_numpy(image.astype("float32") / 255).permute(2, 0, 1)[None]
     x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor(
@@ -196,3 +198,40 @@ def test_lraspp_state_dict_into_deeplabv3_lists_unmatched_keys(converted, tmp_pa
     message = str(info.value)
     assert "classifier.cbr.0.weight" in message  # LR-ASPP key the DeepLab model lacks
     assert "classifier.0.convs.0.0.weight" in message  # DeepLab key the file lacks
+
+
+_DOTTED_HEAD = pytest.mark.xfail(
+    strict=True, reason="torchvision_segmentation.deeplab_head/fcn_head name layers with '.', "
+    "which the PyTorch backend refuses in parameter names (KeyError: parameter name can't "
+    "contain '.'); the mobile backbone and LR-ASPP use '-' (torch_named_layers maps it back)")
+
+
+@pytest.mark.parametrize("backend, arch", [
+    ("jax", "lraspp_mobilenet_v3_large"), ("jax", "deeplabv3_mobilenet_v3_large"),
+    ("torch", "lraspp_mobilenet_v3_large"),
+    pytest.param("torch", "deeplabv3_mobilenet_v3_large", marks=_DOTTED_HEAD)])
+def test_converted_model_gives_torchvisions_logits_on_jax_and_torch(backend, arch, converted,
+                                                                   tmp_path):
+    """The converted `.keras` file, loaded under another Keras backend in a subprocess
+    (tests/_backend_worker.py), gives torchvision's logits. Marked ``convert`` only: CI runs
+    ``make test-convert`` after ``make install-backends``."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.fail(f"{backend} is not installed: run `make install-backends` "
+                    "(pip install -e '.[backends]').")
+    images = np.stack([photo(97, 131), photo(97, 131)[:, ::-1]])
+    np.save(tmp_path / "x.npy", images.astype("float32"))
+    reference, model = converted(arch)
+    path = str(tmp_path / f"{arch}.keras")
+    model.save(path)
+    want = np.concatenate([torchvision_logits(reference, image)["out"] for image in images])
+    worker = os.path.join(os.path.dirname(__file__), "_backend_worker.py")
+    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, worker, str(tmp_path / "x.npy"), path], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{backend} worker failed:\n{proc.stderr[-3000:]}"
+    _assert_close(np.load(f"{path}.{backend}.npy"), want, f"{arch} on {backend}")

@@ -15,10 +15,11 @@ torchvision weights give the same features:
   as do the blocks after it (`keras_deeplab.backbones.dilation.stage_strides_and_rates`);
   output stride 16 is exactly torchvision's ``dilated=True``, 32 its ``dilated=False``.
 
-Layer names are torchvision's module paths inside ``features`` (``"4.block.1.0"`` is
-``features[4].block[1][0]``, the depthwise conv of block 4; torchvision's segmentation models
+Layer names are torchvision's module paths inside ``features`` with "-" for "." (``"4-block-1-0"``
+is ``features[4].block[1][0]``, the depthwise conv of block 4; torchvision's segmentation models
 hold the same modules as ``backbone.4.block.1.0``), so a converter maps a state_dict key to a
-layer by name.
+layer by name. Not "." itself: on the PyTorch backend a Keras variable's path becomes a torch
+parameter name, which must not contain ".".
 """
 
 import keras
@@ -134,7 +135,7 @@ class MobileNetV3LargeBackbone(Backbone):
 
         def conv(x, filters, kernel, name, stride=1, rate=1, depthwise=False, bias=False):
             if stride > 1:  # torchvision pads (k - 1) // 2 on every side, then strides
-                x = keras.layers.ZeroPadding2D((kernel - 1) // 2, name=f"{name}.pad")(x)
+                x = keras.layers.ZeroPadding2D((kernel - 1) // 2, name=f"{name}-pad")(x)
             padding = "valid" if stride > 1 or kernel == 1 else "same"
             if depthwise:
                 return AtrousDepthwiseConv2D(
@@ -147,9 +148,9 @@ class MobileNetV3LargeBackbone(Backbone):
             )(x)
 
         def conv_bn_act(x, filters, kernel, prefix, activation, **conv_kwargs):
-            x = conv(x, filters, kernel, f"{prefix}.0", **conv_kwargs)
-            x = bn(f"{prefix}.1")(x)
-            return _activation(activation, f"{prefix}.2")(x) if activation else x
+            x = conv(x, filters, kernel, f"{prefix}-0", **conv_kwargs)
+            x = bn(f"{prefix}-1")(x)
+            return _activation(activation, f"{prefix}-2")(x) if activation else x
 
         inputs = keras.Input(shape=input_shape, name="images")
         x = ImageNormalization("torch", name="normalization")(inputs) if include_preprocessing else inputs
@@ -157,26 +158,26 @@ class MobileNetV3LargeBackbone(Backbone):
         features = {}
         for index, (cin, kernel, expanded, cout, use_se, act, _) in enumerate(LARGE_BLOCKS, 1):
             stride, rate = strides[index - 1], rates[index - 1]
-            prefix = f"{index}.block"
+            prefix = f"{index}-block"
             y, j = x, 0
             if expanded != cin:
-                y = conv_bn_act(y, expanded, 1, f"{prefix}.{j}", act)
+                y = conv_bn_act(y, expanded, 1, f"{prefix}-{j}", act)
                 j += 1
-            y = conv_bn_act(y, expanded, kernel, f"{prefix}.{j}", act, stride=stride, rate=rate,
+            y = conv_bn_act(y, expanded, kernel, f"{prefix}-{j}", act, stride=stride, rate=rate,
                             depthwise=True)
             j += 1
             if use_se:
-                se = f"{prefix}.{j}"
-                s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{se}.avgpool")(y)
-                s = conv(s, make_divisible(expanded // 4), 1, f"{se}.fc1", bias=True)
-                s = keras.layers.ReLU(name=f"{se}.activation")(s)
-                s = conv(s, expanded, 1, f"{se}.fc2", bias=True)
-                s = keras.layers.Activation("hard_sigmoid", name=f"{se}.scale_activation")(s)
-                y = keras.layers.Multiply(name=f"{se}.scale")([y, s])
+                se = f"{prefix}-{j}"
+                s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{se}-avgpool")(y)
+                s = conv(s, make_divisible(expanded // 4), 1, f"{se}-fc1", bias=True)
+                s = keras.layers.ReLU(name=f"{se}-activation")(s)
+                s = conv(s, expanded, 1, f"{se}-fc2", bias=True)
+                s = keras.layers.Activation("hard_sigmoid", name=f"{se}-scale_activation")(s)
+                y = keras.layers.Multiply(name=f"{se}-scale")([y, s])
                 j += 1
-            y = conv_bn_act(y, cout, 1, f"{prefix}.{j}", None)
+            y = conv_bn_act(y, cout, 1, f"{prefix}-{j}", None)
             if stride == 1 and cin == cout:
-                y = keras.layers.Add(name=f"{index}.add")([x, y])
+                y = keras.layers.Add(name=f"{index}-add")([x, y])
             x = y
             if index in FEATURE_INDEX:
                 features[FEATURE_INDEX[index]] = x

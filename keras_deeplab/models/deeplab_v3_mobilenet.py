@@ -20,7 +20,7 @@ from keras_deeplab.utils import register
 
 
 def _upsample(x, reference, name):
-    x = ResizeLike(name=f"{name}.resize")([x, reference])  # bilinear, align_corners=False
+    x = ResizeLike(name=f"{name}-resize")([x, reference])  # bilinear, align_corners=False
     return keras.layers.Activation("linear", dtype="float32", name=name)(x)
 
 

@@ -1,7 +1,8 @@
 """LR-ASPP (Lite Reduced ASPP): the segmentation head of MobileNetV3, as torchvision builds it.
 
 Registered with `keras_deeplab.pretrained` as the architecture ``lraspp_mobilenet_v3_large``
-(torchvision's checkpoint converts one to one: layer names are torchvision's module names).
+(torchvision's checkpoint converts one to one: layer names are torchvision's module names,
+with "-" for ".").
 """
 
 import keras
@@ -23,27 +24,27 @@ def lraspp_head(low, high, reference, num_classes, inter_channels=128, bn_moment
     high_classifier(x)`` (1x1 convs with bias); bilinear resize to ``reference``.
     The pooling is global (any input size, TFLite included).
 
-    Layer names are torchvision's module names (``classifier.cbr.0`` / ``classifier.cbr.1``
-    conv / BN, ``classifier.scale.1``, ``classifier.low_classifier``,
-    ``classifier.high_classifier``); the float32 output layer is ``logits``.
+    Layer names are torchvision's module names with "-" for "." (``classifier-cbr-0`` /
+    ``classifier-cbr-1`` conv / BN, ``classifier-scale-1``, ``classifier-low_classifier``,
+    ``classifier-high_classifier``); the float32 output layer is ``logits``.
     """
     x = keras.layers.Conv2D(inter_channels, 1, use_bias=False,
-                            name="classifier.cbr.0")(high)
+                            name="classifier-cbr-0")(high)
     x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=bn_momentum,
-                                        name="classifier.cbr.1")(x)
-    x = keras.layers.ReLU(name="classifier.cbr.2")(x)
-    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name="classifier.scale.0")(high)
+                                        name="classifier-cbr-1")(x)
+    x = keras.layers.ReLU(name="classifier-cbr-2")(x)
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name="classifier-scale-0")(high)
     s = keras.layers.Conv2D(inter_channels, 1, use_bias=False,
-                            name="classifier.scale.1")(s)
-    s = keras.layers.Activation("sigmoid", name="classifier.scale.2")(s)
-    x = keras.layers.Multiply(name="classifier.gate")([x, s])
-    x = ResizeLike(name="classifier.upsample")([x, low])
+                            name="classifier-scale-1")(s)
+    s = keras.layers.Activation("sigmoid", name="classifier-scale-2")(s)
+    x = keras.layers.Multiply(name="classifier-gate")([x, s])
+    x = ResizeLike(name="classifier-upsample")([x, low])
     low_logits = keras.layers.Conv2D(num_classes, 1,
-                                     name="classifier.low_classifier")(low)
+                                     name="classifier-low_classifier")(low)
     high_logits = keras.layers.Conv2D(num_classes, 1,
-                                      name="classifier.high_classifier")(x)
-    x = keras.layers.Add(name="classifier.sum")([low_logits, high_logits])
-    x = ResizeLike(name="logits.resize")([x, reference])
+                                      name="classifier-high_classifier")(x)
+    x = keras.layers.Add(name="classifier-sum")([low_logits, high_logits])
+    x = ResizeLike(name="logits-resize")([x, reference])
     return keras.layers.Activation("linear", dtype="float32", name="logits")(x)
 
 

@@ -59,15 +59,19 @@ def torch_named_layers(model):
 
     Every layer that owns weights (not a nested model) is keyed by its name; a layer of a
     nested functional model is keyed ``"<sub-model name>.<layer name>"`` (recursively).
+    A "-" in a name stands for "." (``"classifier-cbr-0"`` -> ``"classifier.cbr.0"``): on the
+    PyTorch backend Keras turns variable paths into torch parameter names, which must not
+    contain ".".
     """
     mapping = {}
 
     def walk(m, prefix):
         for layer in m.layers:
+            name = layer.name.replace("-", ".")
             if isinstance(layer, keras.Model):
-                walk(layer, f"{prefix}{layer.name}.")
+                walk(layer, f"{prefix}{name}.")
             elif layer.weights:
-                mapping[f"{prefix}{layer.name}"] = layer
+                mapping[f"{prefix}{name}"] = layer
 
     walk(model, "")
     return mapping
