@@ -11,6 +11,14 @@ parity figures from each export's sidecar JSON (argmax agreement with the Keras 
     python benchmarks/bench_tflite.py                       # DeepLabV3-ResNet50 OS16 at 513x513
     python benchmarks/bench_tflite.py --preset deeplabv3plus_mobilenetv2_cityscapes
     python benchmarks/bench_tflite.py --quick               # tiny model, 129 px (smoke check)
+    python benchmarks/bench_tflite.py --pretrained lraspp_mobilenet_v3_large --size 520
+                                      # a kd.pretrained architecture (the edge models)
+
+With --pretrained the model is the registered architecture (torchvision's layout) built
+with random weights and without its auxiliary head (the TFLite export holds the main logits
+only, so the Keras model is timed without it too). The CPU model, its SIMD flags and the
+1/5/15-minute load averages before and after the run are printed and recorded: on a shared
+machine a figure measured under load is provisional.
 """
 
 import argparse
@@ -44,9 +52,21 @@ def natural_images(num, size, seed=0):
     return np.stack(out)
 
 
+def _load():
+    """The 1/5/15-minute load averages (what ``uptime`` prints), or None."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def build_model(args):
     import keras_deeplab as kd
 
+    if args.pretrained:
+        from keras_deeplab.pretrained.registry import get_architecture
+
+        return get_architecture(args.pretrained).build(num_classes=args.num_classes, aux=False)
     if args.preset:
         return kd.models.from_preset(args.preset, num_classes=args.num_classes)
     if args.quick:
@@ -65,6 +85,9 @@ def main():
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--output-stride", type=int, default=16)
     parser.add_argument("--preset", default=None, help="kd.models preset name (overrides --backbone)")
+    parser.add_argument("--pretrained", default=None,
+                        help="kd.pretrained architecture, e.g. lraspp_mobilenet_v3_large "
+                             "(random weights, no aux head; overrides --preset/--backbone)")
     parser.add_argument("--num-classes", type=int, default=21)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=10)
@@ -91,9 +114,14 @@ def main():
     x = sample[:1]
 
     results = {"machine": machine(), "size": args.size, "threads": args.threads,
-               "model": args.preset or (f"DeepLabV3-{args.backbone} OS{args.output_stride}"
-                                        if not args.quick else "tiny DeepLabV3+ (resnet18/8)"),
-               "runs": {}}
+               "model": args.pretrained or args.preset or (
+                   f"DeepLabV3-{args.backbone} OS{args.output_stride}"
+                   if not args.quick else "tiny DeepLabV3+ (resnet18/8)"),
+               "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+               "load_before": _load(), "runs": {}}
+    print(f"CPU: {results['machine']['cpu']} ({results['machine']['cores']} cores), SIMD: "
+          f"{' '.join(results['machine']['cpu_simd_flags']) or 'none of the listed'}; "
+          f"load average (1/5/15 min) {results['load_before']}")
     fn = tf.function(lambda t: model(t, training=False))
     concrete = fn.get_concrete_function(tf.TensorSpec((1, *size, 3), tf.float32))
     xt = tf.constant(x)
@@ -115,6 +143,7 @@ def main():
         sec = timed(lambda r=runner: r(x), warmup=args.warmup, iters=args.iters)
         run = {
             "ms_per_image": 1e3 * sec,
+            "speedup_vs_keras": results["runs"]["keras_tf"]["ms_per_image"] / (1e3 * sec),
             "size_mb": info["size_bytes"] / 1e6,
             "ops": sorted(info["ops"]["op_counts"]),
             "dilated_convolutions": len(info["ops"]["dilated_convolutions"]),
@@ -122,9 +151,12 @@ def main():
             "max_abs_diff_probabilities": info["parity"]["max_abs_diff_probabilities"],
         }
         results["runs"][f"tflite_{q}"] = run
-        print(f"tflite {q:8s} ({run['size_mb']:6.1f} MB) : {run['ms_per_image']:8.1f} ms/img, "
+        print(f"tflite {q:8s} ({run['size_mb']:6.1f} MB) : {run['ms_per_image']:8.1f} ms/img "
+              f"({run['speedup_vs_keras']:.2f}x Keras' speed), "
               f"argmax agreement {run['argmax_agreement_vs_keras']:.4f}, "
               f"{run['dilated_convolutions']} native dilated convs")
+    results["load_after"] = _load()
+    print(f"load average after (1/5/15 min): {results['load_after']}")
     write_json(args.out, results)
     print(f"wrote {args.out}")
 
