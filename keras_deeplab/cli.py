@@ -349,7 +349,9 @@ def _add_predict(sub):
     ], description="Writes per image <stem>_labels.png (a palette PNG: pixel values are the "
        "class ids, viewers show the colours), <stem>_color.png, <stem>_overlay.png and "
        "<stem>_legend.png (the overlay with the classes present, named by the model's "
-       "class_names or as 'class N'), and legend.png (every class).")
+       "class_names or as 'class N'), and legend.png (every class). Exit status 2 when "
+       "--input does not exist or holds no images, 1 when an image could not be read (the "
+       "others are still written).")
     p.add_argument("--model", required=True, help=".keras file, SavedModel folder, .tflite "
                    "file, or a pretrained checkpoint name (keras-deeplab pretrained list)")
     p.add_argument("--input", required=True, help="an image file or a folder of images")

@@ -473,7 +473,8 @@ def train_command(args, dataset=None, recipe=None):
     miou = summary["val_miou"]
     print(f"Run {summary['run_dir']}: {summary['config'].optim.epochs} epochs in "
           f"{summary['seconds']:.0f} s; val mIoU "
-          f"{'n/a' if miou is None else f'{100 * miou:.2f}%'}")
+          f"{'n/a' if miou is None else f'{100 * miou:.2f}%'}; report: "
+          f"{os.path.join(summary['run_dir'], 'report.md')}")
     return summary
 
 
