@@ -160,3 +160,79 @@ def test_converted_keras_file_reloads_with_class_names(tmp_path, fcn50_file):
     assert loaded.palette == "voc"
     x = photo(33, 41)[None].astype("float32")
     np.testing.assert_array_equal(np.asarray(loaded(x)["logits"]), np.asarray(model(x)["logits"]))
+
+
+# --- the converted models downstream: Predictor, TFLite, other backends ------------------
+
+
+def test_predictor_takes_class_names_and_palette_from_the_converted_model(converted, tmp_path):
+    import torch
+
+    from keras_deeplab.data.labels import VOC_CLASSES
+    from keras_deeplab.inference import Predictor
+
+    reference, _ = converted("fcn_resnet50")
+    path = tmp_path / "fcn50.pth"
+    torch.save(reference.state_dict(), path)
+    model = convert_file(str(path), arch="fcn_resnet50.torchvision_coco_voc")
+    image = photo(97, 131)
+    predictor = Predictor(model)
+    assert predictor.class_names == list(VOC_CLASSES)
+    assert predictor._palette_given == "voc"  # the model's palette, not the default
+    result = predictor.predict(image, crf=False)
+    want = torchvision_logits(reference, image)["out"][0].argmax(-1)
+    assert (result.labels == want).mean() >= 0.9999
+
+
+@pytest.mark.large
+def test_tflite_float32_export_passes_the_parity_gate_and_equals_torchvision(converted, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    import keras_deeplab.export as export
+
+    reference, model = converted("deeplabv3_resnet50")
+    path = tmp_path / "deeplabv3_resnet50.tflite"
+    sample = np.stack([photo(97, 131), photo(97, 131)[::-1]]).astype("float32")
+    info = export.tflite(model, str(path), sample_data=sample, num_parity_images=2,
+                         min_argmax_agreement=0.9999, verbose=False)
+    assert info["parity"]["max_abs_diff_logits"] <= 1e-4
+    assert not {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"} & set(info["ops"]["op_counts"])
+    image = photo(97, 131)
+    interpreter = Interpreter(model_path=str(path))
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], [1, *image.shape])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], image[None].astype(np.float32))
+    interpreter.invoke()
+    outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    want = torchvision_logits(reference, image)["out"]
+    # the main logits are one of the outputs (the aux head is exported too)
+    assert min(np.abs(o - want).max() for o in outputs if o.shape == want.shape) <= 1e-4
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_converted_models_give_torchvisions_logits_on_jax_and_torch(backend, converted, tmp_path):
+    """The converted `.keras` file loaded under another Keras backend in a subprocess
+    (tests/_backend_worker.py) gives torchvision's logits."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.fail(f"{backend} is not installed: run `make install-backends`.")
+    images = np.stack([photo(97, 131), photo(97, 131)[:, ::-1]])
+    np.save(tmp_path / "x.npy", images.astype("float32"))
+    reference, model = converted("deeplabv3_resnet50")
+    path = str(tmp_path / "deeplabv3_resnet50.keras")
+    model.save(path)
+    want = np.concatenate([torchvision_logits(reference, image)["out"] for image in images])
+    worker = os.path.join(os.path.dirname(__file__), "_backend_worker.py")
+    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, worker, str(tmp_path / "x.npy"), path], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{backend} worker failed:\n{proc.stderr[-3000:]}"
+    got = np.load(f"{path}.{backend}.npy")
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.9999

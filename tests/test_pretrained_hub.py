@@ -134,12 +134,12 @@ def test_from_pretrained_with_a_local_file_and_new_classes_keeps_all_but_the_cla
     assert model.num_classes == 19 and model.class_names is None
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
     # a backbone conv and the head's 3x3 conv keep the file's weights (OIHW -> HWIO) ...
-    np.testing.assert_array_equal(model.backbone.get_layer("layer4.2.conv2").kernel.numpy(),
+    np.testing.assert_array_equal(model.backbone.get_layer("layer4-2-conv2").kernel.numpy(),
                                   state["backbone.layer4.2.conv2.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(model.get_layer("classifier.0").kernel.numpy(),
+    np.testing.assert_array_equal(model.get_layer("classifier-0").kernel.numpy(),
                                   state["classifier.0.weight"].transpose(2, 3, 1, 0))
     # ... the two final classifiers are new, with 19 outputs
-    assert model.get_layer("classifier.4").kernel.shape == (1, 1, 512, 19)
-    assert model.get_layer("aux_classifier.4").kernel.shape == (1, 1, 256, 19)
+    assert model.get_layer("classifier-4").kernel.shape == (1, 1, 512, 19)
+    assert model.get_layer("aux_classifier-4").kernel.shape == (1, 1, 256, 19)
     # a user file whose hash is not the published one is not cached under the name
     assert not os.path.exists(hub_module.converted_path(name, str(tmp_path / "c")))

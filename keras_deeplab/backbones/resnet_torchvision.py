@@ -33,7 +33,7 @@ def _conv(x, filters, kernel, name, stride=1, dilation=1, reg=None):
         padding = "same"  # symmetric for odd kernels at stride 1: the same numbers
     else:
         if pad:
-            x = keras.layers.ZeroPadding2D(pad, name=f"{name}.pad")(x)
+            x = keras.layers.ZeroPadding2D(pad, name=f"{name}-pad")(x)
         padding = "valid"
     # AtrousConv2D: a Conv2D whose dilated form is one native CONV_2D in TFLite (Keras'
     # Conv2D lowers dilation to space-to-batch); same weights, same numbers.
@@ -46,18 +46,18 @@ def _bottleneck(x, planes, stride, dilation, downsample, name, reg):
     """torchvision ``Bottleneck`` (v1.5: the stride sits on the 3x3 conv)."""
     shortcut = x
     if downsample:
-        shortcut = _conv(x, 4 * planes, 1, f"{name}.downsample.0", stride=stride, reg=reg)
-        shortcut = _bn(f"{name}.downsample.1")(shortcut)
-    x = _conv(x, planes, 1, f"{name}.conv1", reg=reg)
-    x = _bn(f"{name}.bn1")(x)
-    x = keras.layers.ReLU(name=f"{name}.relu1")(x)
-    x = _conv(x, planes, 3, f"{name}.conv2", stride=stride, dilation=dilation, reg=reg)
-    x = _bn(f"{name}.bn2")(x)
-    x = keras.layers.ReLU(name=f"{name}.relu2")(x)
-    x = _conv(x, 4 * planes, 1, f"{name}.conv3", reg=reg)
-    x = _bn(f"{name}.bn3")(x)
-    x = keras.layers.Add(name=f"{name}.add")([x, shortcut])
-    return keras.layers.ReLU(name=f"{name}.relu3")(x)
+        shortcut = _conv(x, 4 * planes, 1, f"{name}-downsample-0", stride=stride, reg=reg)
+        shortcut = _bn(f"{name}-downsample-1")(shortcut)
+    x = _conv(x, planes, 1, f"{name}-conv1", reg=reg)
+    x = _bn(f"{name}-bn1")(x)
+    x = keras.layers.ReLU(name=f"{name}-relu1")(x)
+    x = _conv(x, planes, 3, f"{name}-conv2", stride=stride, dilation=dilation, reg=reg)
+    x = _bn(f"{name}-bn2")(x)
+    x = keras.layers.ReLU(name=f"{name}-relu2")(x)
+    x = _conv(x, 4 * planes, 1, f"{name}-conv3", reg=reg)
+    x = _bn(f"{name}-bn3")(x)
+    x = keras.layers.Add(name=f"{name}-add")([x, shortcut])
+    return keras.layers.ReLU(name=f"{name}-relu3")(x)
 
 
 @register
@@ -69,8 +69,9 @@ class TorchvisionResNetBackbone(Backbone):
     (v1.5; keras.applications' `ResNetBackbone` puts it on the first 1x1), no conv has a
     bias, BN epsilon 1e-5, every conv pads ``dilation * (k // 2)`` zeros on all sides
     (strided convs too, where Keras' ``"same"`` would pad only bottom/right), the stem's
-    max pool pads 1. Layers are named after torchvision's modules (``conv1``, ``bn1``,
-    ``layer3.0.downsample.0``, ...). Output stride follows torchvision's
+    max pool pads 1. Layers are named after torchvision's modules with "-" for "." (``conv1``,
+    ``bn1``, ``layer3-0-downsample-0``, ...; the PyTorch backend refuses "." in parameter
+    names). Output stride follows torchvision's
     ``replace_stride_with_dilation``, including its rule that the *first* unit of a dilated
     stage keeps the previous stage's dilation: at OS8 (its segmentation models) layer3's
     units use dilation 1, 2, 2, ... and layer4's 2, 4, 4.
@@ -109,7 +110,7 @@ class TorchvisionResNetBackbone(Backbone):
         x = _bn("bn1")(x)
         x = keras.layers.ReLU(name="relu")(x)
         # Zero padding equals torch's -inf padding here: the input is post-ReLU (>= 0).
-        x = keras.layers.ZeroPadding2D(1, name="maxpool.pad")(x)
+        x = keras.layers.ZeroPadding2D(1, name="maxpool-pad")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
 
         features, dilation, in_channels = {}, 1, 64
@@ -126,7 +127,7 @@ class TorchvisionResNetBackbone(Backbone):
                     stride=stride if unit == 0 else 1,
                     dilation=previous if unit == 0 else dilation,
                     downsample=unit == 0 and (stride != 1 or in_channels != 4 * planes),
-                    name=f"layer{stage + 1}.{unit}",
+                    name=f"layer{stage + 1}-{unit}",
                     reg=reg,
                 )
             in_channels = 4 * planes

@@ -114,6 +114,11 @@ class SegmentationModel(keras.Model):
     again. ``get_config()`` also stores ``dtype`` (the policy the model was built under)
     and every subclass accepts ``dtype=`` to build under that policy (see
     `keras_deeplab.backbones.base.contract_init`).
+
+    Every model also accepts ``class_names`` (list of str, index = class id) and ``palette``
+    (a palette name such as "voc" or a list of (r, g, b) in [0, 255]), both None by default,
+    kept as attributes and in ``get_config()``; `kd.inference.Predictor` uses them as its
+    defaults (pretrained checkpoints set them, `keras_deeplab.pretrained`).
     """
 
     def __init_subclass__(cls, **kwargs):

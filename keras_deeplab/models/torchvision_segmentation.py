@@ -34,40 +34,41 @@ def _conv_bn_relu(x, filters, kernel, conv_name, bn_name, dilation=1):
     x = AtrousConv2D(filters, kernel, padding="same", dilation_rate=dilation,
                      use_bias=False, name=conv_name)(x)
     x = _bn(bn_name)(x)
-    return keras.layers.ReLU(name=f"{bn_name}.relu")(x)
+    return keras.layers.ReLU(name=f"{bn_name}-relu")(x)
 
 
 def fcn_head(x, num_classes, prefix):
     """torchvision ``FCNHead``: 3x3 conv (in/4 channels, no bias) -> BN -> ReLU ->
-    dropout 0.1 -> 1x1 conv (with bias) to ``num_classes``; layers ``{prefix}.0/.1/.4``."""
-    x = _conv_bn_relu(x, x.shape[-1] // 4, 3, f"{prefix}.0", f"{prefix}.1")
-    x = keras.layers.Dropout(0.1, name=f"{prefix}.3")(x)
-    return keras.layers.Conv2D(num_classes, 1, name=f"{prefix}.4")(x)
+    dropout 0.1 -> 1x1 conv (with bias) to ``num_classes``; layers ``{prefix}-0/-1/-4``."""
+    x = _conv_bn_relu(x, x.shape[-1] // 4, 3, f"{prefix}-0", f"{prefix}-1")
+    x = keras.layers.Dropout(0.1, name=f"{prefix}-3")(x)
+    return keras.layers.Conv2D(num_classes, 1, name=f"{prefix}-4")(x)
 
 
 def deeplab_head(x, num_classes, prefix="classifier", rates=TORCHVISION_ASPP_RATES, filters=256):
     """torchvision ``DeepLabHead``: ASPP (1x1, three 3x3 atrous, image pooling; 256 channels
     each, concatenated, 1x1 projection, dropout 0.5) -> 3x3 conv -> BN -> ReLU -> 1x1
     classifier. Differs from `keras_deeplab.layers.ASPP` in the dropout (0.5), the extra
-    3x3 conv and BN epsilon; layer names are torchvision's (``classifier.0.convs.1.0``)."""
-    aspp = f"{prefix}.0"
-    branches = [_conv_bn_relu(x, filters, 1, f"{aspp}.convs.0.0", f"{aspp}.convs.0.1")]
+    3x3 conv and BN epsilon; layer names are torchvision's with "-" for "."
+    (``classifier-0-convs-1-0``)."""
+    aspp = f"{prefix}-0"
+    branches = [_conv_bn_relu(x, filters, 1, f"{aspp}-convs-0-0", f"{aspp}-convs-0-1")]
     for i, rate in enumerate(rates):
-        branches.append(_conv_bn_relu(x, filters, 3, f"{aspp}.convs.{i + 1}.0",
-                                      f"{aspp}.convs.{i + 1}.1", dilation=rate))
-    pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{aspp}.convs.4.0")(x)
-    pooled = _conv_bn_relu(pooled, filters, 1, f"{aspp}.convs.4.1", f"{aspp}.convs.4.2")
+        branches.append(_conv_bn_relu(x, filters, 3, f"{aspp}-convs-{i + 1}-0",
+                                      f"{aspp}-convs-{i + 1}-1", dilation=rate))
+    pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{aspp}-convs-4-0")(x)
+    pooled = _conv_bn_relu(pooled, filters, 1, f"{aspp}-convs-4-1", f"{aspp}-convs-4-2")
     # Bilinear from 1x1 (align_corners=False) is a broadcast, as in torchvision.
-    branches.append(ResizeLike(name=f"{aspp}.convs.4.resize")([pooled, x]))
-    y = keras.layers.Concatenate(name=f"{aspp}.concat")(branches)
-    y = _conv_bn_relu(y, filters, 1, f"{aspp}.project.0", f"{aspp}.project.1")
-    y = keras.layers.Dropout(0.5, name=f"{aspp}.project.3")(y)
-    y = _conv_bn_relu(y, filters, 3, f"{prefix}.1", f"{prefix}.2")
-    return keras.layers.Conv2D(num_classes, 1, name=f"{prefix}.4")(y)
+    branches.append(ResizeLike(name=f"{aspp}-convs-4-resize")([pooled, x]))
+    y = keras.layers.Concatenate(name=f"{aspp}-concat")(branches)
+    y = _conv_bn_relu(y, filters, 1, f"{aspp}-project-0", f"{aspp}-project-1")
+    y = keras.layers.Dropout(0.5, name=f"{aspp}-project-3")(y)
+    y = _conv_bn_relu(y, filters, 3, f"{prefix}-1", f"{prefix}-2")
+    return keras.layers.Conv2D(num_classes, 1, name=f"{prefix}-4")(y)
 
 
 def _upsample(x, inputs, name):
-    x = ResizeLike(name=f"{name}.resize")([x, inputs])  # bilinear, align_corners=False
+    x = ResizeLike(name=f"{name}-resize")([x, inputs])  # bilinear, align_corners=False
     return keras.layers.Activation("linear", dtype="float32", name=name)(x)
 
 
@@ -118,7 +119,7 @@ class TorchvisionDeepLabV3(_TorchvisionModel):
     (named "backbone") -> ``DeepLabHead(2048)`` on C5 (ASPP rates 12/24/36 with image
     pooling, projection + dropout 0.5, 3x3 conv, 1x1 classifier) -> bilinear resize
     (align_corners=False) to the input; with ``aux_head``, ``FCNHead(1024)`` on C4 too.
-    Layer names are torchvision's module names, so `keras_deeplab.pretrained` converts its
+    Layer names are torchvision's module names ("-" for "."), so `keras_deeplab.pretrained` converts its
     checkpoints one to one.
 
     Input: float RGB (B, H, W, 3) in [0, 255] (torchvision's normalisation is inside).

@@ -40,9 +40,10 @@ An architecture is registered once, in the module that defines its model, with::
 - ``map_keys(model) -> dict[str, keras.layers.Layer]``: torchvision module prefix (the
   state_dict key without ``.weight`` / ``.bias`` / ``.running_mean`` ...) -> the Keras layer
   holding those weights. `torch_named_layers` does this for models whose weight-holding
-  layers are *named after the torch module* (``"classifier.0.convs.1.0"``) and whose
-  nested sub-models are named after the torch prefix (the backbone sub-model named
-  ``"backbone"`` holding ``"layer1.0.conv1"`` -> ``"backbone.layer1.0.conv1"``).
+  layers are *named after the torch module* with "-" for "." (``"classifier-0-convs-1-0"``;
+  Keras' PyTorch backend refuses "." in parameter names) and whose nested sub-models are
+  named after the torch prefix (the backbone sub-model named ``"backbone"`` holding
+  ``"layer1-0-conv1"`` -> ``"backbone.layer1.0.conv1"``).
   The converter handles each layer by type: ``Conv2D`` (OIHW -> HWIO, optional bias),
   ``DepthwiseConv2D`` ((C, 1, kh, kw) -> (kh, kw, C, 1)), ``BatchNormalization``
   (weight, bias, running_mean, running_var; ``num_batches_tracked`` ignored), ``Dense``
