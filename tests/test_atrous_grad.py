@@ -73,21 +73,7 @@ def _worker(out_dir):
             else:
                 v.assign(wrng.normal(0, 0.1, v.shape).astype("float32"))
 
-        def loss_fn(y, logits):  # pixel cross-entropy, 255 ignored (the training loss)
-            y = tf.squeeze(y, -1)
-            valid = tf.not_equal(y, 255)
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                tf.boolean_mask(y, valid), tf.boolean_mask(tf.cast(logits, tf.float32), valid))
-            return tf.reduce_mean(ce)
-
-        variables = model.trainable_variables
-
-        @tf.function
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                loss = loss_fn(y, model(x, training=True))
-            return loss, tape.gradient(loss, variables)
-
+        step = _training_step(model)
         record = {"precision": precision,
                   "native_supported": atrous_conv.native_dilated_gradient_supported(
                       keras.config.dtype_policy().compute_dtype)}
@@ -111,6 +97,28 @@ def _worker(out_dir):
     set_precision("float32")
     with open(os.path.join(out_dir, "info.json"), "w") as f:
         json.dump(info, f)
+
+
+def _training_step(model):
+    """A traced training step's loss and gradients: pixel cross-entropy, 255 ignored."""
+    import tensorflow as tf
+
+    variables = model.trainable_variables
+
+    def loss_fn(y, logits):
+        y = tf.squeeze(y, -1)
+        valid = tf.not_equal(y, 255)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            tf.boolean_mask(y, valid), tf.boolean_mask(tf.cast(logits, tf.float32), valid))
+        return tf.reduce_mean(ce)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return loss, tape.gradient(loss, variables)
+
+    return step
 
 
 def run_config(tmp_path_factory, onednn, mode):
