@@ -27,7 +27,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (category, substrings of the lower-cased op type); the first match wins.
 CATEGORIES = [
     ("conv backward (dilated gradient path: space-to-batch)", ("spacetobatch", "batchtospace")),
-    ("conv backward", ("backpropinput", "backpropfilter", "convolution_backward", "backprop")),
+    ("conv backward", ("backpropinput", "backpropfilter", "convolution_backward", "conv2d_backward",
+                       "conv_backward", "backprop")),
     ("conv forward", ("conv2d", "convolution", "conv")),
     ("batch norm", ("batchnorm", "batch_norm")),
     ("casts / copies", ("cast", "_to_copy", "copy_", "contiguous", "clone", "transpose")),
