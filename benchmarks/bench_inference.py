@@ -32,9 +32,19 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import (  # noqa: E402
-    conv_ceiling_gflops, cpu, graph_flops, load, machine, median_of, quiet_tf, run_cases, set_threads,
+    conv_ceiling_gflops,
+    cpu,
+    graph_flops,
+    load,
+    machine,
+    median_of,
+    quiet_tf,
+    run_cases,
+    set_threads,
     timed,
-    torchvision_deeplabv3, write_json)
+    torchvision_deeplabv3,
+    write_json,
+)
 
 quiet_tf()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -31,7 +31,16 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import cpu, load, machine, median_of, run_cases, set_threads, torchvision_deeplabv3, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    cpu,
+    load,
+    machine,
+    median_of,
+    run_cases,
+    set_threads,
+    torchvision_deeplabv3,
+    write_json,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ["ours_fp32", "torchvision_fp32", "ours_bf16", "torchvision_bf16", "ours_fp32_xla", "ours_bf16_xla",
