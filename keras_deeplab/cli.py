@@ -255,14 +255,15 @@ def _image_files(folder):
 def calibration_images(source, root=None, split="train", num_images=100, num_classes=None):
     """int8 calibration images of ``export --calibration-data``: a list of float32
     (H, W, 3) images in [0, 255] from a folder of images, or from a dataset (one of
-    `config.DATASETS`) at ``root`` (its ``split``, unaugmented).
+    `config.DATASETS`) at ``root`` (its ``split``, unaugmented). A dataset name with a
+    ``root`` is the dataset even where a folder of that name exists.
 
     Raises:
         UsageError: a folder without images, an unknown name, a dataset without its root.
     """
     import numpy as np
 
-    if os.path.isdir(source):
+    if os.path.isdir(source) and not (source in DATASETS and root is not None):
         files = _image_files(source)
         if not files:
             raise UsageError(f"--calibration-data {source}: the folder holds no images "
