@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import keras
 import numpy as np
@@ -287,8 +288,10 @@ def _plan(train_data, epochs, steps, batches, epoch, offset, log):
         data = train_data.skip(epoch * steps + offset)
         log(f"Skipping the {epoch * steps + offset} batches already trained on in the "
             "repeating training set.")
-    elif is_tf and batches not in (None, -1) and steps != batches:
-        data = train_data.repeat()  # epochs of exactly `steps` batches
+    elif is_tf and batches not in (None, -1):
+        # one iterator for the whole run, epochs of exactly `steps` batches, and no "ran out
+        # of data" when Keras' DataParallel shards the set over processes (unknown length)
+        data = train_data.repeat()
     if (epoch or offset) and not exact and not (batches == -1 and not offset):
         log("Note: the resumed run sees the training data in a different order from an "
             "uninterrupted one (exact only for a tf.data set with steps_per_epoch equal to its "
@@ -419,12 +422,16 @@ def fit(model, train_data, epochs, run_dir, val_data=None, num_classes=None, con
         extra["resumes"] = list((previous or {}).get("resumes", [])) + [record]
     if chief:
         write_manifest(run_dir, config=config, dataset=dataset, recipe=recipe, extra=extra)
-    cbs = training_callbacks(run_dir, val_data, every_n_epochs=every_n_epochs,
+    # Other processes of a multi-process run go through the same saves (on JAX, Keras'
+    # saving runs collectives every process must join) into a private scratch folder that
+    # is deleted afterwards: only the chief writes the run directory.
+    scratch = None if chief else tempfile.mkdtemp(prefix="keras_deeplab_worker_")
+    cbs = training_callbacks(run_dir if chief else scratch, val_data,
+                             every_n_epochs=every_n_epochs,
                              sliding_window=sliding_window, scales=scales, flip=flip,
                              class_names=class_names, config=config, dataset=dataset,
                              recipe=recipe, tensorboard=tensorboard, verbose=verbose,
-                             best_value=best, backup_steps=backup_steps, steps_per_epoch=steps,
-                             chief=chief)
+                             best_value=best, backup_steps=backup_steps, steps_per_epoch=steps)
     backup = next((c for c in cbs if isinstance(c, RunBackup)), None)
     # tf.data pipelines shuffle themselves (Keras warns when asked to shuffle them).
     shuffle = not hasattr(train_data, "element_spec")
@@ -451,10 +458,14 @@ def fit(model, train_data, epochs, run_dir, val_data=None, num_classes=None, con
                 "epoch): the training set yielded no batch. Nothing was trained; check the "
                 "dataset size against the batch size and steps_per_epoch.")
     except BaseException as exc:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         if chief:
             write_manifest(run_dir, extra={"status": "failed", "error": f"{type(exc).__name__}: "
                                                                         f"{exc}"[:2000]})
         raise
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     if history is None:  # the backup was taken after the last epoch: nothing left to train
         history = keras.callbacks.History()
         history.history, history.epoch = {}, []
