@@ -19,7 +19,7 @@ def _native_tf_path(layer):
 
 # How the gradient of a dilated conv is taken on TensorFlow. "auto" (the default) probes the
 # running kernels once per process, device and dtype; "native" / "space_to_batch" force one
-# path (for tests and benchmarks). Read from the environment variable of the same name.
+# path (for tests and benchmarks). Read from KERAS_DEEPLAB_DILATED_GRADIENT at trace time.
 DILATED_GRADIENT_ENV = "KERAS_DEEPLAB_DILATED_GRADIENT"
 DILATED_GRADIENT_MODES = ("auto", "native", "space_to_batch")
 _native_gradient_support = {}  # (device, dtype) -> bool, filled by the probe
@@ -160,7 +160,10 @@ class AtrousConv2D(keras.layers.Conv2D):
     dilations=rate)`` instead, which oneDNN (CPU), cuDNN (GPU) and the TFLite converter
     (``CONV_2D`` with ``dilation_*_factor``) all run natively. On JAX and PyTorch the parent
     implementation is already native. Weights and config are those of ``Conv2D``, so
-    ImageNet weights load unchanged.
+    ImageNet weights load unchanged. The gradient is TensorFlow's native dilated backprop
+    wherever the running kernels have it (oneDNN, cuDNN) and the space-to-batch gradient
+    where they don't (TF's Eigen CPU kernels, ``TF_ENABLE_ONEDNN_OPTS=0``), decided by
+    `native_dilated_gradient_supported` once per process.
 
     Args: the same as `keras.layers.Conv2D`.
 
