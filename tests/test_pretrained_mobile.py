@@ -200,16 +200,10 @@ def test_lraspp_state_dict_into_deeplabv3_lists_unmatched_keys(converted, tmp_pa
     assert "classifier.0.convs.0.0.weight" in message  # DeepLab key the file lacks
 
 
-_DOTTED_HEAD = pytest.mark.xfail(
-    strict=True, reason="torchvision_segmentation.deeplab_head/fcn_head name layers with '.', "
-    "which the PyTorch backend refuses in parameter names (KeyError: parameter name can't "
-    "contain '.'); the mobile backbone and LR-ASPP use '-' (torch_named_layers maps it back)")
-
-
 @pytest.mark.parametrize("backend, arch", [
     ("jax", "lraspp_mobilenet_v3_large"), ("jax", "deeplabv3_mobilenet_v3_large"),
     ("torch", "lraspp_mobilenet_v3_large"),
-    pytest.param("torch", "deeplabv3_mobilenet_v3_large", marks=_DOTTED_HEAD)])
+    ("torch", "deeplabv3_mobilenet_v3_large")])
 def test_converted_model_gives_torchvisions_logits_on_jax_and_torch(backend, arch, converted,
                                                                    tmp_path):
     """The converted `.keras` file, loaded under another Keras backend in a subprocess
