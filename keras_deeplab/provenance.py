@@ -18,6 +18,7 @@ This module imports nothing from the rest of the package (the version comes from
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -25,7 +26,7 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
+import time
 
 import numpy as np
 
@@ -114,27 +115,52 @@ def provenance(kind, **fields):
     return record
 
 
+#: Marks the temporary files of `atomic_path`: ``.<stem>.tmp-<pid>-<ns><ext>``.
+TEMP_MARK = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Context manager for writing ``path`` atomically: the one atomic writer of the package.
+
+    Yields a temporary path in the target's own folder, with the target's extension (so
+    ``model.save``, ``save_weights`` and ``savefig`` accept it): ``.<stem>.tmp-<pid>-<ns><ext>``.
+    When the block ends without an error the temporary file is fsynced and moved over
+    ``path`` with ``os.replace`` (atomic on POSIX and Windows); on an error it is removed and
+    ``path`` is untouched. A ``kill -9`` at any moment leaves the old file or the new one,
+    never a partial one (a stale temporary file at most, which
+    `keras_deeplab.training.checkpoints.remove_stale_temporaries` deletes).
+
+    Example:
+    >>> with atomic_path("run/best.keras") as tmp:
+    ...     model.save(tmp)
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    ext = ".weights.h5" if name.endswith(".weights.h5") else os.path.splitext(name)[1]
+    stem = name[: len(name) - len(ext)]
+    tmp = os.path.join(folder, f".{stem}{TEMP_MARK}{os.getpid()}-{time.monotonic_ns()}{ext}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:  # data on disk before the rename makes it visible
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def write_json_atomic(path, obj, indent=2):
-    """Writes ``obj`` as JSON to ``path`` atomically (temporary file in the same folder,
-    flushed and fsynced, then ``os.replace``): a reader sees the old file or the new one,
-    never a partial one, even if the process is killed mid-write.
+    """Writes ``obj`` as JSON to ``path`` through `atomic_path`: a reader sees the old file
+    or the new one, never a partial one, even if the process is killed mid-write.
 
     Raises:
         ValueError: ``obj`` holds NaN/inf (pass it through `jsonable` first).
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=indent, sort_keys=False, allow_nan=False)
             f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path

@@ -18,7 +18,6 @@ trainable vectors); they do not look at the objects under test.
 import keras
 import numpy as np
 
-
 # --- independent parameter counts --------------------------------------------------------
 
 

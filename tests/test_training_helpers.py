@@ -97,3 +97,28 @@ def test_with_aux_targets_keeps_images_masks_and_augment_params():
     assert listed[0][0] is x and listed[0][1]["aux_logits"] is y
     with pytest.raises(ValueError, match="images and masks"):
         with_aux_targets([(x,)])
+
+
+def test_atomic_path_replaces_whole_or_keeps_the_old_file(tmp_path):
+    import os
+
+    from keras_deeplab.provenance import TEMP_MARK, atomic_path
+
+    target = tmp_path / "best.weights.h5"
+    target.write_bytes(b"old")
+    with atomic_path(target) as tmp:
+        assert os.path.dirname(tmp) == str(tmp_path) and tmp.endswith(".weights.h5")
+        assert TEMP_MARK in os.path.basename(tmp)
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+        assert target.read_bytes() == b"old"  # not visible before the block ends
+    assert target.read_bytes() == b"new"
+    try:
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"partial")
+            raise RuntimeError("killed mid-write")
+    except RuntimeError:
+        pass
+    assert target.read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["best.weights.h5"]  # no temporary file left

@@ -17,7 +17,6 @@ Nothing is written unless every step before `write` passed.
 
 import contextlib
 import os
-import tempfile
 import warnings
 
 import numpy as np
@@ -34,6 +33,7 @@ from keras_deeplab.export.ops import (
 from keras_deeplab.export.parity import parity_report
 from keras_deeplab.inference.tflite_runtime import TFLiteRunner
 from keras_deeplab.layers.atrous_conv import AtrousDepthwiseConv2D
+from keras_deeplab.provenance import atomic_path
 from keras_deeplab.utils import main_logits, model_num_classes, resize_bilinear, resize_nearest
 
 QUANTIZATIONS = (None, "float16", "int8")
@@ -435,17 +435,9 @@ def write(path, content, record):
     Returns:
         str: the sidecar's path.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return _common.write_sidecar(path, record)
 
 

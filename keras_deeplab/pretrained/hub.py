@@ -7,6 +7,7 @@ import keras
 
 from keras_deeplab.pretrained.convert import assign_state_dict, read_state_dict
 from keras_deeplab.pretrained.registry import get_architecture, get_checkpoint
+from keras_deeplab.provenance import atomic_path
 
 #: Sub-directory of the Keras cache dir (``$KERAS_HOME``, default ``~/.keras``).
 CACHE_SUBDIR = os.path.join("keras_deeplab", "pretrained")
@@ -160,10 +161,8 @@ def from_pretrained(name, weights=None, num_classes=None, cache_dir=None):
         path = download(checkpoint, cache_dir) if weights is None else os.fspath(weights)
         assign_state_dict(model, read_state_dict(path), arch.map_keys, source=path)
         if weights is None or _sha256(path).startswith(checkpoint.sha256_prefix):
-            os.makedirs(os.path.dirname(cached), exist_ok=True)
-            tmp = cached[: -len(".weights.h5")] + ".tmp.weights.h5"
-            model.save_weights(tmp)
-            os.replace(tmp, cached)
+            with atomic_path(cached) as tmp:
+                model.save_weights(tmp)
     if num_classes is None or num_classes == checkpoint.num_classes:
         return model
     _, new = _build(checkpoint, num_classes)

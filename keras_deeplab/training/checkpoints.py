@@ -32,28 +32,13 @@ import time
 import keras
 import numpy as np
 
-from keras_deeplab.provenance import jsonable, write_json_atomic
+from keras_deeplab.provenance import TEMP_MARK, atomic_path, jsonable, write_json_atomic
 
 BACKUP_PATTERN = re.compile(r"^ckpt-(\d+)\.json$")
-#: Temporary files of the atomic writers: ``.<name>.tmp-<pid>-<n>.<ext>``.
-TEMP_MARK = ".tmp-"
-
-
-def _temp_path(path, suffix):
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    stem = name[: -len(suffix)] if name.endswith(suffix) else name
-    return os.path.join(folder, f".{stem}{TEMP_MARK}{os.getpid()}-{time.monotonic_ns()}{suffix}")
-
-
-def _replace(tmp, path):
-    with open(tmp, "rb") as f:  # data on disk before the rename makes it visible
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_model_atomic(model, path):
-    """``model.save(path)`` through a temporary ``.keras`` file in the same folder.
+    """``model.save(path)`` through `keras_deeplab.provenance.atomic_path`.
 
     Args:
         model: keras.Model.
@@ -63,27 +48,17 @@ def save_model_atomic(model, path):
         ``path``.
     """
     path = os.fspath(path)
-    tmp = _temp_path(path, ".keras")
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        _replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
 def save_weights_atomic(model, path):
-    """``model.save_weights(path)`` (weights and optimizer state) through a temporary
-    ``.weights.h5`` file in the same folder; returns ``path``."""
+    """``model.save_weights(path)`` (weights and optimizer state) through
+    `keras_deeplab.provenance.atomic_path`; returns ``path``."""
     path = os.fspath(path)
-    tmp = _temp_path(path, ".weights.h5")
-    try:
+    with atomic_path(path) as tmp:
         model.save_weights(tmp)
-        _replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -91,10 +66,7 @@ def remove_stale_temporaries(folder):
     """Deletes temporary files a killed writer left in ``folder``; returns their paths."""
     removed = []
     folder = glob.escape(folder)
-    # ours, and `provenance.write_json_atomic`'s ``.<name>.<random>.tmp``
-    paths = set(glob.glob(os.path.join(folder, f".*{TEMP_MARK}*")))
-    paths |= set(glob.glob(os.path.join(folder, ".*.tmp")))
-    for path in sorted(paths):
+    for path in sorted(glob.glob(os.path.join(folder, f".*{TEMP_MARK}*"))):
         try:
             os.remove(path)
             removed.append(path)

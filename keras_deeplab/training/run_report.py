@@ -30,6 +30,8 @@ import time
 
 import keras
 
+from keras_deeplab.provenance import atomic_path
+
 HISTORY_CSV, CURVE_PNG, REPORT_MD = "history.csv", "training_curve.png", "report.md"
 
 
@@ -117,7 +119,8 @@ def plot_training_curves(history, path, baselines=None, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -153,7 +156,7 @@ class EpochCSVLogger(keras.callbacks.CSVLogger):
             if rows:
                 kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < epoch]
         if len(kept) > 1:
-            with open(self.filename, "w", newline="") as f:
+            with atomic_path(self.filename) as tmp, open(tmp, "w", newline="") as f:
                 csv.writer(f).writerows(kept)
         elif os.path.isfile(self.filename):
             os.remove(self.filename)
@@ -231,7 +234,7 @@ def write_run_report(run_dir, config=None, class_names=None, status="running"):
         lines.append("(No training_curve.png: matplotlib is not installed; "
                      "pip install 'keras_deeplab[plot]'.)")
     path = os.path.join(run_dir, REPORT_MD)
-    with open(path, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
 
