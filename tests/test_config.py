@@ -8,6 +8,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 
 from keras_deeplab.training import config as C
@@ -301,3 +302,66 @@ def test_evaluation_defaults_to_whole_images_on_every_dataset():
     assert C.config_from_args(args, "eval").sliding_window is None
     train = C.run_config_from_args(_train_parser().parse_args(["--data-dir", "d"]))
     assert train.eval.sliding_window == 769  # DeepLab's Cityscapes validation window
+
+
+# --- --pretrained: fine-tune a published checkpoint ------------------------------------------
+LRASPP = "lraspp_mobilenet_v3_large.torchvision_coco_voc"
+
+
+def _kernels(model, prefix=""):
+    """Layer path -> its first weight (kernel) as NumPy, through nested sub-models."""
+    out = {}
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.weights:
+            out.update(_kernels(layer, f"{prefix}{layer.name}."))
+        elif layer.weights:
+            out[f"{prefix}{layer.name}"] = layer.weights[0].numpy()
+    return out
+
+
+def test_build_model_fine_tunes_a_pretrained_checkpoint(tmp_path):
+    """No torch, no network: the checkpoint's weights come from a .weights.h5 file."""
+    from keras_deeplab.pretrained.hub import _build
+    from keras_deeplab.pretrained.registry import get_checkpoint
+
+    _, source = _build(get_checkpoint(LRASPP))
+    path = str(tmp_path / "x.weights.h5")
+    source.save_weights(path)
+    model = experiment.build_model(C.ModelConfig(pretrained=LRASPP, pretrained_weights=path),
+                                   num_classes=5, class_names=list("abcde"))
+    assert model.output_shape[-1] == 5 and model.class_names == list("abcde")
+    before, after = _kernels(source), _kernels(model)
+    backbone = [k for k in before if k.startswith("backbone.") and before[k].ndim == 4]
+    assert backbone
+    for name in backbone:
+        np.testing.assert_array_equal(after[name], before[name])
+    changed = [k for k in before if before[k].shape != after[k].shape]
+    assert changed and all(before[k].shape[-1] == 21 and after[k].shape[-1] == 5
+                           for k in changed)
+
+
+@pytest.mark.parametrize("settings, flag", [
+    (dict(pretrained=LRASPP, tiny=True), "--tiny"),
+    (dict(pretrained=LRASPP, backbone="resnet50"), "--backbone"),
+    (dict(pretrained=LRASPP, output_stride=8), "--output-stride"),
+    (dict(pretrained="no_such.checkpoint"), "--pretrained"),
+    (dict(pretrained_weights="x.weights.h5"), "--pretrained-weights"),
+])
+def test_pretrained_refusals_name_the_flag(settings, flag):
+    with pytest.raises(ValueError, match=re.escape(flag)) as err:
+        C.ModelConfig(**settings)
+    if settings.get("pretrained") == "no_such.checkpoint":
+        assert LRASPP in str(err.value)  # the known names are listed
+
+
+def test_pretrained_flags_round_trip_through_argparse():
+    args = _train_parser().parse_args(["--dataset", "voc", "--data-dir", "d", "--pretrained",
+                                       LRASPP, "--pretrained-weights", "w.weights.h5"])
+    config = C.run_config_from_args(args)
+    assert (config.model.pretrained, config.model.pretrained_weights) == (LRASPP,
+                                                                          "w.weights.h5")
+    assert config.model.backbone is None and config.run_name == "lraspp_mobilenet_v3_large_voc"
+    assert C.RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="--tiny"):  # --synthetic implies --tiny
+        C.run_config_from_args(_train_parser().parse_args(["--synthetic", "--pretrained",
+                                                           LRASPP]))

@@ -372,6 +372,12 @@ class ModelConfig:
             ``OptimConfig.aux_weight > 0``. Defaults to False.
         tiny: bool. Narrow widths (ResNet base 8 filters, 16-filter ASPP/decoder ...) for
             smoke runs. Defaults to False.
+        pretrained: str or None. A published checkpoint (`kd.models.list_pretrained`) to
+            fine-tune: its backbone and heads, a new classifier for the dataset's classes
+            (`kd.models.from_pretrained`). It fixes the architecture: no ``tiny``,
+            ``backbone``, ``output_stride`` or ``backbone_weights``. Defaults to None.
+        pretrained_weights: str or None. With ``pretrained``: a local ``.pth`` or converted
+            ``.weights.h5`` file instead of the download. Defaults to None.
 
     Raises:
         ValueError: naming the flag, for an unknown name or an option the model does not
@@ -393,9 +399,17 @@ class ModelConfig:
     aux_head: bool = _setting(False, "auxiliary head on stride-16 features (DeepLabv3/v3+; "
                               "implied by --aux-weight > 0)")
     tiny: bool = _setting(False, "narrow widths for smoke runs (implied by --synthetic)")
+    pretrained: Optional[str] = _setting(None, "fine-tune a published checkpoint (keras-deeplab "
+                                         "pretrained list): its backbone and heads, a new "
+                                         "classifier for this dataset's classes",
+                                         type=_opt_str)
+    pretrained_weights: Optional[str] = _setting(None, "with --pretrained: a local .pth or "
+                                                 "converted .weights.h5 file instead of "
+                                                 "downloading", type=_opt_str)
 
     def __post_init__(self):
         _check_choice(self.model, "model", "model", MODELS)
+        self._check_pretrained()
         if self.backbone is not None:
             _check_choice(self.backbone, "backbone", "model", _backbones())
         if self.output_stride is not None:
@@ -418,8 +432,31 @@ class ModelConfig:
             raise ValueError("--tiny has no narrow form of --backbone vgg16; use a ResNet or "
                              "mobilenetv2.")
 
+    def _check_pretrained(self):
+        if self.pretrained is None:
+            if self.pretrained_weights is not None:
+                raise ValueError("--pretrained-weights is the file of a --pretrained checkpoint; "
+                                 "give --pretrained NAME too.")
+            return
+        from keras_deeplab.models import list_pretrained  # training imports models only
+
+        known = [row["name"] for row in list_pretrained()]
+        if self.pretrained not in known:
+            raise ValueError(f"--pretrained {self.pretrained!r} is not a published checkpoint; "
+                             f"known: {', '.join(known)}.")
+        fixed = {"--tiny (implied by --synthetic)": self.tiny,
+                 "--backbone": self.backbone is not None,
+                 "--output-stride": self.output_stride is not None,
+                 "--backbone-weights": self.backbone_weights not in (None, "none", "auto")}
+        for flag, is_set in fixed.items():
+            if is_set:
+                raise ValueError(f"--pretrained {self.pretrained} fixes the architecture; "
+                                 f"drop {flag}.")
+
     def resolved(self):
         """A copy with the model's defaults filled in (backbone, stride, weights)."""
+        if self.pretrained is not None:  # the checkpoint fixes the architecture
+            return dataclasses.replace(self, backbone_weights="none")
         if "backbone" not in MODEL_OPTIONS[self.model]:
             return dataclasses.replace(self, backbone_weights="none")
         return dataclasses.replace(
@@ -646,6 +683,8 @@ class RunConfig:
         if self.run_name is None:  # what was built: "-tiny" widths, "-synthetic" fake data
             tiny = "-tiny" if self.model.tiny else ""
             model, backbone = self.model.model, self.model.backbone
+            if self.model.pretrained:  # the checkpoint's architecture
+                model = self.model.pretrained.split(".")[0]
             self.run_name = "_".join(p for p in (
                 model + ("" if backbone else tiny), backbone and backbone + tiny,
                 self.data.dataset + ("-synthetic" if self.data.synthetic else "")) if p)

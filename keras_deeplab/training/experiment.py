@@ -82,6 +82,17 @@ def build_model(config="deeplabv3plus", num_classes=19, class_names=None, palett
     elif settings:
         raise TypeError("Pass settings inside the ModelConfig, not as keyword arguments.")
     config = config.resolved()
+    if config.pretrained is not None:  # a published checkpoint, a new classifier
+        from keras_deeplab.models import from_pretrained
+
+        model = from_pretrained(config.pretrained, weights=config.pretrained_weights,
+                                num_classes=int(num_classes))
+        if class_names is not None:
+            model.class_names = list(class_names)
+        if palette is not None:  # as SegmentationModel.__init__ stores it
+            model.palette = palette if isinstance(palette, str) else [
+                [int(c) for c in colour] for colour in palette]
+        return model
     kwargs = {"num_classes": int(num_classes)}
     if class_names is not None:
         kwargs["class_names"] = list(class_names)
