@@ -35,7 +35,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->")
-MAX_SKIPPED = 3
+# make demo (minutes), the real-dataset recipes, the checkpoint download and the two-process
+# JAX run (which tests/test_multiworker_jax.py runs itself).
+MAX_SKIPPED = 4
 
 #: (pattern, replacement) applied to every block; {tmp} is the test's folder.
 SUBSTITUTIONS = [
