@@ -51,27 +51,37 @@ def randomized_model(arch, seed=0, num_classes=21, aux_loss=True):
     if aux_loss is not None:
         kwargs["aux_loss"] = aux_loss
     model = torchvision_builder(arch)(**kwargs)
-    generator = torch.Generator().manual_seed(seed)
+    randomize_(model, seed)
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                n = module.num_features
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
-                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
-            elif isinstance(module, torch.nn.Conv2d):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator)
-                                    * (2.0 / fan_in) ** 0.5)
-                if module.bias is not None:
-                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
         # Residual sums grow with depth; a small last gamma per unit keeps features O(1)
         # (as zero_init_residual does in training), so 1e-4 is a fair float32 bound.
         for name, module in model.named_modules():
             if name.endswith(".bn3") or name.endswith("downsample.1"):
                 module.weight.mul_(0.2)
     return model.eval()
+
+
+def randomize_(module, seed):
+    """Overwrites, in place, every Conv2d and BatchNorm2d under ``module`` from a generator
+    seeded with ``seed``: conv weights ~ N(0, 2 / fan_in), biases ~ N(0, 0.1), BN gamma ~
+    U(0.5, 1.5), beta ~ N(0, 0.1), running_mean ~ N(0, 0.1), running_var ~ U(0.5, 2)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                n = layer.num_features
+                layer.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                layer.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+                layer.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                layer.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
+            elif isinstance(layer, torch.nn.Conv2d):
+                fan_in = layer.weight[0].numel()
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator)
+                                   * (2.0 / fan_in) ** 0.5)
+                if layer.bias is not None:
+                    layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * 0.1)
 
 
 def torchvision_logits(model, image_uint8):

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 import pytest
-from _torchvision import import_torchvision, randomized_model, torchvision_logits
+from _torchvision import import_torchvision, randomize_, randomized_model, torchvision_logits
 from test_pretrained_convert import photo
 
 import keras_deeplab as kd
@@ -110,20 +110,7 @@ def test_backbone_features_equal_torchvision_mobilenet_v3_large(output_stride, d
 
     tv = import_torchvision()
     reference = tv.models.mobilenet_v3_large(weights=None, dilated=dilated).eval()
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():  # as _torchvision.randomized_model does for the segmentation models
-        for module in reference.features.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                n = module.num_features
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
-                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
-            elif isinstance(module, torch.nn.Conv2d):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator)
-                                    * (2.0 / module.weight[0].numel()) ** 0.5)
-                if module.bias is not None:
-                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+    randomize_(reference.features, seed=3)  # as randomized_model does for the segmentation models
     _damp_projections(reference.features)
     backbone = kd.backbones.MobileNetV3LargeBackbone(output_stride=output_stride)
     state = {k: v.numpy() for k, v in reference.features.state_dict().items()}
