@@ -430,6 +430,7 @@ def test_pretrained_list_and_unknown_names(tmp_path, capsys):
                      "--arch", "deeplabv3_resnet50", "--output", str(tmp_path / "m.keras")]) == 2
 
 
+@pytest.mark.convert  # reads a .pth with torch (make test-convert installs it)
 def test_convert_a_torchvision_state_dict_from_the_shell(tmp_path):
     """A state_dict written from a Keras LR-ASPP model in torch's layouts (OIHW convs,
     (C, 1, kh, kw) depthwise, BN running statistics) converts back to the same logits."""

@@ -92,6 +92,7 @@ def test_fit_without_xla_raises_naming_the_value():
         model.fit(images, Y, epochs=1, verbose=0)
 
 
+@pytest.mark.backends  # runs the PyTorch backend (make test-backends installs torch)
 def test_torch_backend_raises_naming_the_value():
     out = run_python(r"""
         import json
