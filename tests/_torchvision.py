@@ -108,3 +108,32 @@ def torchvision_logits(model, image_uint8):
     with torch.no_grad():
         out = model(x[None])
     return {k: v.permute(0, 2, 3, 1).numpy() for k, v in out.items()}
+
+
+def logits_on_backend(backend, model, reference, images, tmp_path, name):
+    """Saves ``model`` as ``<tmp_path>/<name>.keras``, loads it under the Keras ``backend``
+    ("jax" or "torch") in a subprocess (tests/_backend_worker.py) and returns
+    ``(logits there, torchvision's logits of reference)`` on the uint8 ``images``
+    (N, H, W, 3). Fails (does not skip) when the backend is not installed."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pytest
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.fail(f"{backend} is not installed: run `make install-backends` "
+                    "(pip install -e '.[backends]').")
+    np.save(tmp_path / "x.npy", images.astype("float32"))
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    want = np.concatenate([torchvision_logits(reference, image)["out"] for image in images])
+    worker = os.path.join(os.path.dirname(__file__), "_backend_worker.py")
+    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, worker, str(tmp_path / "x.npy"), path], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{backend} worker failed:\n{proc.stderr[-3000:]}"
+    return np.load(f"{path}.{backend}.npy"), want

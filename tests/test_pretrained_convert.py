@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import pytest
-from _torchvision import randomized_model, torchvision_logits
+from _torchvision import logits_on_backend, randomized_model, torchvision_logits
 from PIL import Image
 
 from keras_deeplab.pretrained import CHECKPOINTS, convert_file, read_state_dict
@@ -215,24 +215,9 @@ def test_tflite_float32_export_passes_the_parity_gate_and_equals_torchvision(con
 def test_converted_models_give_torchvisions_logits_on_jax_and_torch(backend, converted, tmp_path):
     """The converted `.keras` file loaded under another Keras backend in a subprocess
     (tests/_backend_worker.py) gives torchvision's logits."""
-    import importlib.util
-    import subprocess
-    import sys
-
-    if importlib.util.find_spec(backend) is None:
-        pytest.fail(f"{backend} is not installed: run `make install-backends`.")
     images = np.stack([photo(97, 131), photo(97, 131)[:, ::-1]])
-    np.save(tmp_path / "x.npy", images.astype("float32"))
     reference, model = converted("deeplabv3_resnet50")
-    path = str(tmp_path / "deeplabv3_resnet50.keras")
-    model.save(path)
-    want = np.concatenate([torchvision_logits(reference, image)["out"] for image in images])
-    worker = os.path.join(os.path.dirname(__file__), "_backend_worker.py")
-    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "",
-           "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, worker, str(tmp_path / "x.npy"), path], env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{backend} worker failed:\n{proc.stderr[-3000:]}"
-    got = np.load(f"{path}.{backend}.npy")
+    got, want = logits_on_backend(backend, model, reference, images, tmp_path,
+                                  "deeplabv3_resnet50")
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.9999

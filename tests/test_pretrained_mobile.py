@@ -17,7 +17,13 @@ import os
 
 import numpy as np
 import pytest
-from _torchvision import import_torchvision, randomize_, randomized_model, torchvision_logits
+from _torchvision import (
+    import_torchvision,
+    logits_on_backend,
+    randomize_,
+    randomized_model,
+    torchvision_logits,
+)
 from test_pretrained_convert import photo
 
 import keras_deeplab as kd
@@ -196,23 +202,7 @@ def test_converted_model_gives_torchvisions_logits_on_jax_and_torch(backend, arc
     """The converted `.keras` file, loaded under another Keras backend in a subprocess
     (tests/_backend_worker.py), gives torchvision's logits. Marked ``convert`` only: CI runs
     ``make test-convert`` after ``make install-backends``."""
-    import importlib.util
-    import subprocess
-    import sys
-
-    if importlib.util.find_spec(backend) is None:
-        pytest.fail(f"{backend} is not installed: run `make install-backends` "
-                    "(pip install -e '.[backends]').")
     images = np.stack([photo(97, 131), photo(97, 131)[:, ::-1]])
-    np.save(tmp_path / "x.npy", images.astype("float32"))
     reference, model = converted(arch)
-    path = str(tmp_path / f"{arch}.keras")
-    model.save(path)
-    want = np.concatenate([torchvision_logits(reference, image)["out"] for image in images])
-    worker = os.path.join(os.path.dirname(__file__), "_backend_worker.py")
-    env = {**os.environ, "KERAS_BACKEND": backend, "CUDA_VISIBLE_DEVICES": "",
-           "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, worker, str(tmp_path / "x.npy"), path], env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{backend} worker failed:\n{proc.stderr[-3000:]}"
-    _assert_close(np.load(f"{path}.{backend}.npy"), want, f"{arch} on {backend}")
+    got, want = logits_on_backend(backend, model, reference, images, tmp_path, arch)
+    _assert_close(got, want, f"{arch} on {backend}")
