@@ -7,6 +7,7 @@ from keras_deeplab.layers.conv_bn import ConvBNReLU
 from keras_deeplab.layers.decoder import DeepLabV3PlusDecoder
 from keras_deeplab.layers.preprocessing import ImageNormalization
 from keras_deeplab.layers.resize import ResizeLike, resize_to
+from keras_deeplab.layers.separable import conv_bn, separable_conv_bn
 
 __all__ = [
     "ASPP",
@@ -17,5 +18,7 @@ __all__ = [
     "DeepLabV3PlusDecoder",
     "ImageNormalization",
     "ResizeLike",
+    "conv_bn",
     "resize_to",
+    "separable_conv_bn",
 ]
