@@ -9,6 +9,11 @@ Sources:
     ignore label 255 (tests compare this table with cityscapesscripts itself).
     PASCAL VOC 2012: the 20 object classes of the devkit plus background (class 0); 255
     marks object boundaries and "difficult" pixels.
+    ADE20K (MIT SceneParsing benchmark, Zhou et al., CVPR 2017): 150 classes, ids 1..150 in
+    the order of the benchmark's ``objectInfo150`` list (first name of each entry), plus id 0
+    "other" (unlabeled pixels, which the benchmark and the TensorFlow DeepLab evaluation
+    ignore). Order and names as in mmsegmentation ``mmseg/utils/class_names.py``
+    ``ade_classes()`` (github.com/open-mmlab/mmsegmentation), with id 0 prepended.
 """
 
 import collections
@@ -67,6 +72,31 @@ VOC_CLASSES = (
 
 VOC_NUM_CLASSES = len(VOC_CLASSES)
 
+#: ADE20K SceneParsing class names, class id order: 0 = "other" (unlabeled, ignored by the
+#: benchmark), 1..150 the objectInfo150 classes (151 names; see the module docstring).
+ADE20K_CLASSES = (
+    "other", "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane",
+    "grass", "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant",
+    "curtain", "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror",
+    "rug", "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub",
+    "railing", "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter",
+    "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs",
+    "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
+    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
+    "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier",
+    "awning", "streetlight", "booth", "television receiver", "airplane", "dirt track",
+    "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet",
+    "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer",
+    "plaything", "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag",
+    "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name", "microwave",
+    "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
+    "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
+    "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)
+
+ADE20K_NUM_CLASSES = len(ADE20K_CLASSES)
+
 
 def train_ids_to_label_ids(train_ids):
     """Maps Cityscapes trainIds to labelIds (for result PNGs and the official scripts).
@@ -86,7 +116,7 @@ def train_ids_to_label_ids(train_ids):
 
 def class_names(dataset, num_classes=None):
     """Class names of a known dataset (``"cityscapes"``, ``"voc"``/``"pascal_voc"``,
-    ``"synthetic"``), or None for an unknown one.
+    ``"ade20k"`` (151 names, 0 = "other"), ``"synthetic"``), or None for an unknown one.
 
     Args:
         dataset: str. Dataset name.
@@ -100,6 +130,8 @@ def class_names(dataset, num_classes=None):
         return list(CITYSCAPES_CLASSES)
     if key in ("voc", "pascal_voc"):
         return list(VOC_CLASSES)
+    if key in ("ade20k", "ade"):
+        return list(ADE20K_CLASSES)
     if key == "synthetic":
         from keras_deeplab.data.synthetic import CLASS_NAMES
 

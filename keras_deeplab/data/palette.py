@@ -9,6 +9,11 @@ Palettes:
     ``"voc"`` / ``"pascal_voc"``: the PASCAL VOC devkit colour map (``VOCdevkit/VOCcode/
     VOClabelcolormap.m``: the bits of the class id spread over R, G, B from the most
     significant bit down) for the 21 classes of `keras_deeplab.data.labels.VOC_CLASSES`.
+    ``"ade20k"``: the 151 colours of TensorFlow DeepLab's ADE20K colour map
+    (tensorflow/models ``research/deeplab/utils/get_dataset_colormap.py``,
+    ``create_ade20k_label_colormap``; id 0 "other" is black) for the classes of
+    `keras_deeplab.data.labels.ADE20K_CLASSES`. As in the source, a few classes share a colour
+    (ids 7 and 49 are both (140, 140, 140)).
 
     ``"generated"``: a palette for any number of classes, for models of more classes than a
     named palette holds: class ids 0..254 take the VOC devkit colour map (so a 21-class
@@ -71,13 +76,44 @@ CITYSCAPES_PALETTE = np.array(CITYSCAPES_COLORS, np.uint8)
 #: uint8 (21, 3): PASCAL VOC class colours (devkit colour map, classes 0..20).
 VOC_PALETTE = voc_colormap(VOC_NUM_CLASSES)
 
+#: uint8 (151, 3): ADE20K class colours, TensorFlow DeepLab's ``create_ade20k_label_colormap``.
+ADE20K_PALETTE = np.array([
+    (0, 0, 0), (120, 120, 120), (180, 120, 120), (6, 230, 230), (80, 50, 50), (4, 200, 3),
+    (120, 120, 80), (140, 140, 140), (204, 5, 255), (230, 230, 230), (4, 250, 7), (224, 5, 255),
+    (235, 255, 7), (150, 5, 61), (120, 120, 70), (8, 255, 51), (255, 6, 82), (143, 255, 140),
+    (204, 255, 4), (255, 51, 7), (204, 70, 3), (0, 102, 200), (61, 230, 250), (255, 6, 51),
+    (11, 102, 255), (255, 7, 71), (255, 9, 224), (9, 7, 230), (220, 220, 220), (255, 9, 92),
+    (112, 9, 255), (8, 255, 214), (7, 255, 224), (255, 184, 6), (10, 255, 71), (255, 41, 10),
+    (7, 255, 255), (224, 255, 8), (102, 8, 255), (255, 61, 6), (255, 194, 7), (255, 122, 8),
+    (0, 255, 20), (255, 8, 41), (255, 5, 153), (6, 51, 255), (235, 12, 255), (160, 150, 20),
+    (0, 163, 255), (140, 140, 140), (250, 10, 15), (20, 255, 0), (31, 255, 0), (255, 31, 0),
+    (255, 224, 0), (153, 255, 0), (0, 0, 255), (255, 71, 0), (0, 235, 255), (0, 173, 255),
+    (31, 0, 255), (11, 200, 200), (255, 82, 0), (0, 255, 245), (0, 61, 255), (0, 255, 112),
+    (0, 255, 133), (255, 0, 0), (255, 163, 0), (255, 102, 0), (194, 255, 0), (0, 143, 255),
+    (51, 255, 0), (0, 82, 255), (0, 255, 41), (0, 255, 173), (10, 0, 255), (173, 255, 0),
+    (0, 255, 153), (255, 92, 0), (255, 0, 255), (255, 0, 245), (255, 0, 102), (255, 173, 0),
+    (255, 0, 20), (255, 184, 184), (0, 31, 255), (0, 255, 61), (0, 71, 255), (255, 0, 204),
+    (0, 255, 194), (0, 255, 82), (0, 10, 255), (0, 112, 255), (51, 0, 255), (0, 194, 255),
+    (0, 122, 255), (0, 255, 163), (255, 153, 0), (0, 255, 10), (255, 112, 0), (143, 255, 0),
+    (82, 0, 255), (163, 255, 0), (255, 235, 0), (8, 184, 170), (133, 0, 255), (0, 255, 92),
+    (184, 0, 255), (255, 0, 31), (0, 184, 255), (0, 214, 255), (255, 0, 112), (92, 255, 0),
+    (0, 224, 255), (112, 224, 255), (70, 184, 160), (163, 0, 255), (153, 0, 255), (71, 255, 0),
+    (255, 0, 163), (255, 204, 0), (255, 0, 143), (0, 255, 235), (133, 255, 0), (255, 0, 235),
+    (245, 0, 255), (255, 0, 122), (255, 245, 0), (10, 190, 212), (214, 255, 0), (0, 204, 255),
+    (20, 0, 255), (255, 255, 0), (0, 153, 255), (0, 41, 255), (0, 255, 204), (41, 0, 255),
+    (41, 255, 0), (173, 0, 255), (0, 245, 255), (71, 0, 255), (122, 0, 255), (0, 255, 184),
+    (0, 92, 255), (184, 255, 0), (0, 133, 255), (255, 214, 0), (25, 194, 194), (102, 255, 0),
+    (92, 0, 255),
+], np.uint8)
+
 #: Named palettes accepted by `get_palette` / `colorize` (name -> uint8 (N, 3) colours).
-PALETTES = {"cityscapes": CITYSCAPES_PALETTE, "voc": VOC_PALETTE, "pascal_voc": VOC_PALETTE}
+PALETTES = {"cityscapes": CITYSCAPES_PALETTE, "voc": VOC_PALETTE, "pascal_voc": VOC_PALETTE,
+            "ade20k": ADE20K_PALETTE}
 
 #: The palette that covers any number of classes (see `generated_palette`).
 GENERATED = "generated"
 
-for _colours in (CITYSCAPES_PALETTE, VOC_PALETTE):
+for _colours in (CITYSCAPES_PALETTE, VOC_PALETTE, ADE20K_PALETTE):
     _colours.setflags(write=False)
 
 
@@ -193,7 +229,8 @@ def get_palette(palette, num_classes=None):
 
     Args:
         palette: ``"cityscapes"`` (19 colours), ``"voc"`` / ``"pascal_voc"`` (21 colours),
-            ``"generated"`` (``num_classes`` colours, 255 without it; `generated_palette`),
+            ``"ade20k"`` (151 colours), ``"generated"`` (``num_classes`` colours, 255 without
+            it; `generated_palette`),
             the path of a palette file (`read_palette_file`) or a sequence / array of
             (r, g, b) triples with values in [0, 255].
         num_classes: optional int. The number of classes the colours must cover.
