@@ -87,6 +87,37 @@ def resnet_channels(block_type, base_filters):
     return {f"C{i + 2}": mult * base_filters * 2**i for i in range(4)}
 
 
+#: xception_65 of tensorflow/models research/deeplab/core/xception.py (re-read from there):
+#: (depth_list, skip_connection_type, num_units, stride) per block, after the root
+#: entry_flow/conv1_1 (3x3/32, stride 2) and conv1_2 (3x3/64).
+XCEPTION65_BLOCKS = (
+    ((128, 128, 128), "conv", 1, 2),     # entry_flow/block1
+    ((256, 256, 256), "conv", 1, 2),     # entry_flow/block2
+    ((728, 728, 728), "conv", 1, 2),     # entry_flow/block3
+    ((728, 728, 728), "sum", 16, 1),     # middle_flow/block1
+    ((728, 1024, 1024), "conv", 1, 2),   # exit_flow/block1
+    ((1536, 1536, 2048), "none", 1, 1),  # exit_flow/block2
+)
+
+
+def xception65_params():
+    """Aligned Xception-65 (DeepLabv3+): bias-free convs, each followed by batch norm; a
+    separable conv is a 3x3 depthwise + BN and a 1x1 pointwise + BN; 'conv' skips a 1x1 +
+    BN."""
+    total = conv_bn_relu_params(3, 32, 3) + conv_bn_relu_params(32, 64, 3)
+    cin = 64
+    for depths, skip, units, _ in XCEPTION65_BLOCKS:
+        for _ in range(units):
+            c = cin
+            for depth in depths:
+                total += conv_bn_relu_params(c, depth, 3, separable=True)
+                c = depth
+            if skip == "conv":
+                total += conv_bn_relu_params(cin, depths[-1], 1)
+            cin = depths[-1]
+    return total
+
+
 def unet_params(num_classes, filters):
     total, cin = 0, 3
     for f in filters:

@@ -20,6 +20,7 @@ from _model_checks import (
     resnet_params,
     trainable_count,
     unet_params,
+    xception65_params,
 )
 
 import keras_deeplab as kd
@@ -80,6 +81,8 @@ BACKBONE_CASES = {
     # torchvision's published ResNet-50 count (25,557,032) minus its fc layer (2048 * 1000 + 1000)
     "TorchvisionResNetBackbone": (lambda: kd.backbones.TorchvisionResNetBackbone(depth=50),
                                   lambda: 25_557_032 - 2_049_000),
+    "Xception65Backbone": (lambda: kd.backbones.Xception65Backbone(output_stride=8, multi_grid=(1, 2, 1)),
+                           xception65_params),
 }
 
 MODEL_CASES = {
@@ -120,8 +123,10 @@ MODEL_CASES = {
 }
 
 
-#: Full-size torchvision layouts (no narrow variant; 1-3 min each on 2 cores): marked large.
-LARGE_CASES = {"TorchvisionResNetBackbone", "TorchvisionDeepLabV3", "TorchvisionFCN"}
+#: Full-size torchvision layouts and Xception-65 (no narrow variant; 1-3 min each on 2 cores):
+#: marked large.
+LARGE_CASES = {"TorchvisionResNetBackbone", "TorchvisionDeepLabV3", "TorchvisionFCN",
+               "Xception65Backbone"}
 
 
 def _cases(cases):
