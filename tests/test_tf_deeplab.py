@@ -128,3 +128,30 @@ def test_resize_align_corners_on_other_backends_equals_numpy_reference(backend, 
         expected[str(paths[-1])] = reference(x)
     for path, got in _run_worker(backend, tmp_path / "x.npy", paths).items():
         np.testing.assert_allclose(got, expected[path], atol=1e-5, err_msg=f"{path} on {backend}")
+
+
+# --- MobileNetV2's decoder end point -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_mobilenetv2_c2_depthwise_is_keras_applications_block_2_depthwise_relu(output_stride, rng):
+    """"C2_depthwise" = MobileNetV2's block 2 depthwise ReLU6 output (the original's
+    ``layer_4/depthwise_output``): 144 channels, stride 4, at every output stride."""
+    ref = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(None, None, 3))
+    for layer in ref.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c),
+                               rng.normal(0, 0.1, c), rng.uniform(0.5, 2, c)])
+    ours = kd.backbones.MobileNetV2Backbone(output_stride=output_stride)
+    for layer in ref.layers:
+        if layer.get_weights() and layer.name not in ("Conv_1", "Conv_1_bn"):
+            ours.get_layer(layer.name).set_weights(layer.get_weights())
+    # Even sizes: keras.applications pads odd-sized strided convs differently ("valid" after
+    # its correct_pad); at even sizes both are TF "SAME", like the original's slim convs.
+    x = rng.uniform(0, 255, size=(1, 64, 48, 3)).astype("float32")
+    got = keras.ops.convert_to_numpy(ours(x)["C2_depthwise"])
+    tap = keras.Model(ref.input, ref.get_layer("block_2_depthwise_relu").output)
+    want = keras.ops.convert_to_numpy(tap(keras.applications.mobilenet_v2.preprocess_input(x.copy())))
+    assert got.shape == (1, 16, 12, 144)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)

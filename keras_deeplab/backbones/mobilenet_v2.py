@@ -19,6 +19,9 @@ _BLOCKS = (
     (6, 320, 1),
 )
 _FEATURES = {2: "C2", 5: "C3", 12: "C4", 16: "C5"}  # block id -> feature key
+#: Block whose depthwise output is the extra feature "C2_depthwise" (the DeepLabv3+ decoder's
+#: low-level feature of TF DeepLab's MobileNetV2 models).
+_DEPTHWISE_FEATURE_BLOCK = 2
 
 
 def _make_divisible(v, divisor=8):
@@ -45,7 +48,11 @@ class MobileNetV2Backbone(Backbone):
     Outputs the `Backbone` feature dict: ``"C2"``, ``"C3"``, ``"C4"``, ``"C5"`` are the
     outputs of inverted-residual blocks 2, 5, 12 and 16 (``block_{i}_project_BN`` or its
     ``_add``), at strides 4, 8, 16, 32 for output stride 32; 4, 8, 16, 16 for 16;
-    4, 8, 8, 8 for 8 (``feature_strides``).
+    4, 8, 8, 8 for 8 (``feature_strides``). One extra key, ``"C2_depthwise"``, is block 2's
+    depthwise output after its BN and ReLU6 (``block_2_depthwise_relu``: 144 channels at
+    alpha 1.0, stride 4 at every output stride), the low-level feature the TF DeepLab
+    MobileNetV2 decoder reads (the original's ``MobilenetV2`` end point
+    ``layer_4/depthwise_output``); the standard models read C2..C5 only.
 
     Args:
         alpha: float. Width multiplier. Defaults to 1.0.
@@ -107,6 +114,8 @@ class MobileNetV2Backbone(Backbone):
             )(y)
             y = _bn(prefix + "depthwise_BN")(y)
             y = keras.layers.ReLU(6.0, name=prefix + "depthwise_relu")(y)
+            if block_id == _DEPTHWISE_FEATURE_BLOCK:
+                features["C2_depthwise"] = y
             y = keras.layers.Conv2D(
                 out_channels, 1, use_bias=False, name=prefix + "project", kernel_regularizer=reg
             )(y)
