@@ -29,6 +29,8 @@ Examples::
     keras-deeplab pretrained list
     keras-deeplab convert --from torchvision deeplabv3_resnet50_coco-cd0a2569.pth \\
         --arch deeplabv3_resnet50 --output deeplabv3_resnet50.keras
+    keras-deeplab convert --from tf-deeplab model.ckpt --arch deeplabv3plus_xception65 \\
+        --output m.keras
 """
 
 from __future__ import annotations
@@ -545,27 +547,37 @@ def cmd_pretrained(args):
 
         print(json.dumps(jsonable(rows), indent=2))
         return 0
-    header = ("name", "classes", "source mIoU", "params", "MB", "available")
-    table = [(r["name"], str(r["num_classes"]), f"{r['source_miou']}", f"{r['num_params']:,}",
+    header = ("name", "source", "classes", "source mIoU", "params", "MB", "available")
+    table = [(r["name"], r["source"], str(r["num_classes"]), f"{r['source_miou']}",
+              "-" if r["num_params"] is None else f"{r['num_params']:,}",
               f"{r['file_size_mb']}", "yes" if r["available"] else "not yet")
              for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)
               for i, h in enumerate(header)]
     for line in (header, *table):
         print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
-    print("source mIoU: the source's published figure (percent), not measured here.")
+    print("source mIoU: the source's published figure (percent), not measured here, in the "
+          "source's setting (--json: eval_setting); params '-': not published.")
     return 0
 
 
 def _add_convert(sub):
-    p = _subparser(sub, "convert", "convert a torchvision checkpoint into a .keras model", [
+    p = _subparser(sub, "convert", "convert a torchvision or TensorFlow DeepLab checkpoint "
+                   "into a .keras model", [
         "keras-deeplab convert --from torchvision deeplabv3_resnet50_coco-cd0a2569.pth "
         "--arch deeplabv3_resnet50 --output deeplabv3_resnet50.keras",
-    ], description="keras_deeplab.pretrained.convert_file: reads the state_dict (needs "
-       "torch), checks every weight's shape and writes the model.")
-    p.add_argument("--from", dest="source", required=True, choices=["torchvision"],
+        "keras-deeplab convert --from tf-deeplab deeplabv3_pascal_train_aug_2018_01_04.tar.gz "
+        "--arch deeplabv3plus_xception65.tf_voc_trainaug --output xception65_voc.keras",
+        "keras-deeplab convert --from tf-deeplab model.ckpt --arch deeplabv3plus_xception65 "
+        "--output m.keras",
+    ], description="keras_deeplab.pretrained.convert_file: reads the state_dict (torchvision: "
+       "needs torch) or the TF1 checkpoint (tf-deeplab: TensorFlow only), checks every "
+       "weight's name and shape and writes the model.")
+    p.add_argument("--from", dest="source", required=True, choices=["torchvision", "tf-deeplab"],
                    help="framework of the checkpoint")
-    p.add_argument("file", help="the checkpoint (.pth)")
+    p.add_argument("file", help="the checkpoint: torchvision .pth; tf-deeplab: the model-zoo "
+                   ".tar.gz, a checkpoint prefix (model.ckpt), its .index file or a directory "
+                   "holding it")
     p.add_argument("--arch", required=True, help="architecture or checkpoint name, e.g. "
                    "deeplabv3_resnet50 (keras-deeplab pretrained list)")
     p.add_argument("--output", required=True, help=".keras (model) or .weights.h5 file")
@@ -575,7 +587,9 @@ def _add_convert(sub):
 
 
 def cmd_convert(args):
-    if not os.path.isfile(args.file):
+    exists = os.path.exists(args.file) or (
+        args.source == "tf-deeplab" and os.path.isfile(args.file + ".index"))
+    if not exists:
         raise UsageError(f"{args.file} does not exist.")
     from keras_deeplab.pretrained.convert import convert_file
 

@@ -1,4 +1,5 @@
-"""Published segmentation checkpoints (torchvision's), converted exactly into our models.
+"""Published segmentation checkpoints (torchvision's and the TensorFlow DeepLab model zoo's),
+converted exactly into our models.
 
 Users call three functions (re-exported as ``kd.models.list_pretrained`` /
 ``kd.models.from_pretrained``):
@@ -8,15 +9,25 @@ Users call three functions (re-exported as ``kd.models.list_pretrained`` /
   licence.
 - `from_pretrained(name, weights=None, num_classes=None, cache_dir=None)`: builds the
   architecture, downloads the source file once (``keras.utils.get_file``: cache dir,
-  progress bar, then the SHA-256 prefix torchvision publishes in the file name is checked),
-  converts it and caches the result as a Keras weights file, so later loads need neither
-  torch nor the network. ``num_classes`` other than the checkpoint's keeps backbone and
-  heads and gives a freshly initialised classifier (fine-tuning).
-- `convert_file(path, source="torchvision", arch=..., output=...)`: a ``.pth`` file the
-  user has -> a ``.keras`` model (or ``.weights.h5``).
+  progress bar, then the SHA-256 prefix torchvision publishes in the file name is checked;
+  the TF model zoo publishes no hash, so its ``.tar.gz`` is read to the end and the
+  conversion's full variable check is the integrity check), converts it and caches the
+  result as a Keras weights file, so later loads need neither torch nor the network.
+  ``num_classes`` other than the checkpoint's keeps backbone and heads and gives a freshly
+  initialised classifier (fine-tuning).
+- `convert_file(path, source="torchvision" | "tf-deeplab", arch=..., output=...)`: a
+  ``.pth`` file, or a TF DeepLab checkpoint (``.tar.gz``, ``model.ckpt`` prefix, its
+  ``.index``), the user has -> a ``.keras`` model (or ``.weights.h5``).
 
-Reading ``.pth`` files needs torch (``pip install keras_deeplab[convert]``); running a
-converted model does not.
+Reading ``.pth`` files needs torch (``pip install keras_deeplab[convert]``); reading TF
+checkpoints needs TensorFlow only (`tf_checkpoint.read_tf_checkpoint`,
+``tf.train.load_checkpoint``: no TF1 graph, no slim); running a converted model needs
+neither.
+
+TensorFlow DeepLab architectures register the same way with ``map_keys`` returning
+``{TF variable scope: keras layer}`` (`tf_checkpoint.tf_named_layers` does it for layers
+named by the naming rule of `keras_deeplab.pretrained.tf_checkpoint`); the assignment is
+`assign_state_dict` with ``layout="tf"`` (TF1/slim names, no transposes).
 
 Plug-in interface (how an architecture joins; [tv-mobile] reads this)
 ----------------------------------------------------------------------
@@ -51,7 +62,10 @@ An architecture is registered once, in the module that defines its model, with::
   sides; the error lists all unmatched keys.
 
 The checkpoint entries (URL, hash prefix, metrics, classes, palette, preprocessing) of all
-six torchvision ``COCO_WITH_VOC_LABELS_V1`` checkpoints are in `registry.CHECKPOINTS`; an
+six torchvision ``COCO_WITH_VOC_LABELS_V1`` checkpoints and of the six TensorFlow DeepLab
+model-zoo checkpoints (Xception-65 / MobileNetV2 for VOC, Cityscapes, ADE20K; figures and
+eval settings quoted from ``research/deeplab/g3doc/model_zoo.md``) are in
+`registry.CHECKPOINTS`; an
 entry whose ``arch`` is not registered yet is listed but `from_pretrained` says so.
 The architectures register when ``keras_deeplab.models`` is imported (always, since the
 package root imports it). ``tests/test_pretrained.py`` runs the parity check (torchvision's
@@ -65,6 +79,7 @@ from keras_deeplab.pretrained.convert import (
     torch_named_layers,
 )
 from keras_deeplab.pretrained.hub import download, from_pretrained
+from keras_deeplab.pretrained.tf_checkpoint import read_tf_checkpoint, tf_named_layers
 from keras_deeplab.pretrained.registry import (
     CHECKPOINTS,
     Architecture,
@@ -87,6 +102,8 @@ __all__ = [
     "get_checkpoint",
     "list_pretrained",
     "read_state_dict",
+    "read_tf_checkpoint",
     "register_architecture",
+    "tf_named_layers",
     "torch_named_layers",
 ]

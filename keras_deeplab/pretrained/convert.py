@@ -1,7 +1,9 @@
-"""Source state_dict -> our model: read a ``.pth``, map keys to layers, check, assign.
+"""Source weights -> our model: read a ``.pth`` or a TF checkpoint, map keys to layers,
+check, assign.
 
-Reading needs torch (the ``convert`` extra); assigning works on NumPy arrays, so a state_dict
-already in memory as ``{key: np.ndarray}`` converts without torch.
+Reading a ``.pth`` needs torch (the ``convert`` extra); a TensorFlow DeepLab checkpoint needs
+TensorFlow only (`keras_deeplab.pretrained.tf_checkpoint`). Assigning works on NumPy arrays,
+so weights already in memory as ``{key: np.ndarray}`` convert without either.
 """
 
 import os
@@ -9,7 +11,9 @@ import os
 import keras
 import numpy as np
 
+from keras_deeplab.pretrained import tf_checkpoint
 from keras_deeplab.pretrained.registry import get_architecture, get_checkpoint
+from keras_deeplab.provenance import atomic_path
 
 #: state_dict entries that hold no weights of the model (BN's update counter).
 IGNORED_SUFFIXES = (".num_batches_tracked",)
@@ -77,7 +81,7 @@ def torch_named_layers(model):
     return mapping
 
 
-def _expected(prefix, layer):
+def _expected_torch(prefix, layer):
     """[(torch key, keras variable, transform)] for one layer, by layer type."""
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         out = [(f"{prefix}.weight", layer.kernel, lambda w: np.transpose(w, (2, 3, 0, 1)))]
@@ -96,28 +100,75 @@ def _expected(prefix, layer):
     return out
 
 
-def assign_state_dict(model, state_dict, map_keys, source="state_dict"):
-    """Assigns a source state_dict to ``model`` through ``map_keys(model)``.
+def _expected_tf(scope, layer):
+    """[(TF variable name, keras variable, None)] for one layer, by layer type (TF1/slim
+    names; Keras layout = TF layout, so nothing is transposed)."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        out = [(f"{scope}/depthwise_weights", layer.kernel, None)]
+    elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        out = [(f"{scope}/weights", layer.kernel, None)]
+    elif isinstance(layer, keras.layers.BatchNormalization):
+        pairs = [("gamma", layer.gamma), ("beta", layer.beta),
+                 ("moving_mean", layer.moving_mean), ("moving_variance", layer.moving_variance)]
+        return [(f"{scope}/{k}", v, None) for k, v in pairs if v is not None]
+    else:
+        raise TypeError(f"No TF checkpoint mapping for layer {layer.name!r} of type "
+                        f"{type(layer).__name__}.")
+    if getattr(layer, "bias", None) is not None:
+        out.append((f"{scope}/biases", layer.bias, None))
+    return out
 
-    Every variable of every mapped layer must find its key, every key (except
-    ``num_batches_tracked``) must be used, and every shape must match after the layout
-    transform (OIHW -> HWIO for convs); nothing is assigned unless all of that holds.
+
+#: Per-layer-type expectation of each source layout: ``(prefix, layer) -> [(key, variable,
+#: transform)]``, the keys ignored in the source, and how error messages call things.
+_LAYOUTS = {
+    "torch": {"expected": _expected_torch, "ignored": lambda k: k.endswith(IGNORED_SUFFIXES),
+              "what": "state_dict", "keys": "key(s)",
+              "hint": "a state_dict of another architecture, class count or auxiliary-head "
+                      "setting?"},
+    "tf": {"expected": _expected_tf, "ignored": lambda k: False,
+           "what": "checkpoint", "keys": "variable(s)",
+           "hint": "a checkpoint of another architecture (or model variant) or class count?"},
+}
+
+
+def assign_state_dict(model, state_dict, map_keys, source="state_dict", layout="torch",
+                      max_listed=None):
+    """Assigns a source state_dict (or TF checkpoint) to ``model`` through ``map_keys(model)``.
+
+    Every variable of every mapped layer must find its key, every key (except the layout's
+    ignored ones) must be used, and every shape must match after the layout transform;
+    nothing is assigned unless all of that holds. One matching / reporting logic for every
+    source; what a layer expects depends on ``layout``:
+
+    - ``"torch"``: ``<prefix>.weight`` / ``.bias`` / ``.running_mean`` / ``.running_var``
+      (OIHW -> HWIO for convs, (C, 1, kh, kw) -> (kh, kw, C, 1) for depthwise, (out, in) ->
+      (in, out) for Dense); ``num_batches_tracked`` ignored.
+    - ``"tf"``: TF1/slim names ``<scope>/weights`` [+ ``<scope>/biases``],
+      ``<scope>/depthwise_weights``, ``<scope>/{gamma,beta,moving_mean,moving_variance}``
+      (a BN layer's scope is ``<conv scope>/BatchNorm``), no transposes
+      (`keras_deeplab.pretrained.tf_checkpoint`).
 
     Args:
         model: keras.Model to fill.
-        state_dict: dict ``{key: np.ndarray}`` (from `read_state_dict`).
-        map_keys: callable ``model -> {torch prefix: layer}``.
+        state_dict: dict ``{key: np.ndarray}`` (from `read_state_dict` or
+            `keras_deeplab.pretrained.tf_checkpoint.read_tf_checkpoint`).
+        map_keys: callable ``model -> {source prefix / scope: layer}``.
         source: str. Named in error messages (the file path).
+        layout: "torch" or "tf". Defaults to "torch".
+        max_listed: int or None. List at most this many unmatched keys per side (None: all).
 
     Raises:
-        ValueError: unmatched keys (all listed, on both sides) or mismatched shapes (the
-            first ones named, with both shapes): a state_dict of another architecture or
-            class count.
+        ValueError: unmatched keys (listed on both sides) or mismatched shapes (the first
+            ones named, with both shapes): a file of another architecture or class count.
     """
-    keys = {k for k in state_dict if not k.endswith(IGNORED_SUFFIXES)}
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout={layout!r}: use one of {sorted(_LAYOUTS)}.")
+    spec = _LAYOUTS[layout]
+    keys = {k for k in state_dict if not spec["ignored"](k)}
     plan, missing, shape_errors = [], [], []
     for prefix, layer in map_keys(model).items():
-        for key, variable, transform in _expected(prefix, layer):
+        for key, variable, transform in spec["expected"](prefix, layer):
             if key not in state_dict:
                 missing.append(f"{key} (for {variable.path}, shape {tuple(variable.shape)})")
                 continue
@@ -136,17 +187,22 @@ def assign_state_dict(model, state_dict, map_keys, source="state_dict"):
             plan.append((variable, value))
     unused = sorted(keys)
     if missing or unused or shape_errors:
-        lines = [f"{source} does not fit {model.name} ({type(model).__name__}): a state_dict of "
-                 "another architecture, class count or auxiliary-head setting?"]
+        def listed(items):
+            shown = items if max_listed is None else items[:max_listed]
+            more = len(items) - len(shown)
+            return [f"  {s}" for s in shown] + ([f"  ... and {more} more"] if more else [])
+
+        what, noun = spec["what"], spec["keys"]
+        lines = [f"{source} does not fit {model.name} ({type(model).__name__}): {spec['hint']}"]
         if shape_errors:
             lines.append(f"{len(shape_errors)} shape mismatch(es), first ones:")
             lines += [f"  {s}" for s in shape_errors[:10]]
         if missing:
-            lines.append(f"{len(missing)} model weight(s) with no key in the source:")
-            lines += [f"  {s}" for s in missing]
+            lines.append(f"{len(missing)} model weight(s) with no {noun[:-3]} in the {what}:")
+            lines += listed(missing)
         if unused:
-            lines.append(f"{len(unused)} source key(s) the model has no weight for:")
-            lines += [f"  {s}" for s in unused]
+            lines.append(f"{len(unused)} source {noun} the model has no weight for:")
+            lines += listed(unused)
         raise ValueError("\n".join(lines))
     for variable, value in plan:
         variable.assign(value.astype(variable.dtype))
@@ -161,23 +217,39 @@ def _output_kind(output):
     raise ValueError(f"output={output!r}: give a '.keras' (model) or '.weights.h5' (weights) path.")
 
 
+#: ``convert_file`` sources: name -> assign layout.
+SOURCES = {"torchvision": "torch", "tf-deeplab": "tf"}
+
+
+def read_source(path, source):
+    """Reads a source file into ``{key: np.ndarray}``: ``"torchvision"`` -> `read_state_dict`
+    (needs torch), ``"tf-deeplab"`` -> `tf_checkpoint.read_tf_checkpoint` (TensorFlow only)."""
+    if source == "tf-deeplab":
+        return tf_checkpoint.read_tf_checkpoint(path)
+    return read_state_dict(path)
+
+
 def convert_file(path, source="torchvision", arch=None, output=None, num_classes=None, aux=None,
                  class_names=None, palette=None):
     """Converts a source checkpoint file into our model (and writes it when ``output`` is set).
 
     Args:
-        path: str. The ``.pth`` file (a torchvision state_dict).
-        source: str. Only "torchvision". Defaults to "torchvision".
-        arch: str. A registered architecture ("deeplabv3_resnet50", ...) or a checkpoint
-            name ("deeplabv3_resnet50.torchvision_coco_voc", whose class names, palette and
+        path: str. ``source="torchvision"``: the ``.pth`` file (a torchvision state_dict).
+            ``source="tf-deeplab"``: a TensorFlow DeepLab model-zoo checkpoint: the
+            ``.tar.gz`` archive, a checkpoint prefix (``model.ckpt``), its ``.index`` file or
+            a directory holding it (`tf_checkpoint.read_tf_checkpoint`).
+        source: str. "torchvision" or "tf-deeplab". Defaults to "torchvision".
+        arch: str. A registered architecture ("deeplabv3_resnet50",
+            "deeplabv3plus_xception65", ...) or a checkpoint name
+            ("deeplabv3_resnet50.torchvision_coco_voc", whose class names, palette and
             auxiliary-head setting are then used). Required.
-        output: str or None. ``*.keras`` (whole model) or ``*.weights.h5``. Defaults to None
-            (nothing written).
-        num_classes: int or None. Classes of the file; None reads it from the file's final
-            classifier (``classifier.*`` weight with the fewest output channels), which for
-            a checkpoint name is its class count.
+        output: str or None. ``*.keras`` (whole model) or ``*.weights.h5``, written
+            atomically. Defaults to None (nothing written).
+        num_classes: int or None. Classes of the file; None reads it from the file (torch:
+            the final classifier, ``classifier.*`` weight with the fewest output channels;
+            TF: the last dimension of ``logits/semantic/weights``).
         aux: bool or None. Whether the file has an auxiliary head; None: inferred from
-            ``aux_classifier.*`` keys.
+            ``aux_classifier.*`` keys (always False for TF DeepLab checkpoints).
         class_names, palette: stored in the model (defaults: the checkpoint's, for a
             checkpoint name; otherwise None).
 
@@ -185,16 +257,19 @@ def convert_file(path, source="torchvision", arch=None, output=None, num_classes
         The converted keras model.
 
     Raises:
-        ValueError: unknown source / arch, a file that does not fit the architecture (all
-            unmatched keys listed), an unreadable or truncated file.
-        ImportError: torch missing.
+        ValueError: unknown source / arch, a file that does not fit the architecture
+            (unmatched keys listed on both sides), an unreadable or truncated file, a
+            frozen graph ``.pb`` given for a TF checkpoint.
+        ImportError: torch missing (torchvision source only).
 
     Example:
     >>> model = convert_file("deeplabv3_resnet50_coco-cd0a2569.pth", arch="deeplabv3_resnet50",
     ...                      output="deeplabv3_resnet50.keras")
+    >>> model = convert_file("deeplabv3_pascal_train_aug_2018_01_04.tar.gz", source="tf-deeplab",
+    ...                      arch="deeplabv3plus_xception65", output="xception65_voc.keras")
     """
-    if source != "torchvision":
-        raise ValueError(f"source={source!r}: only 'torchvision' checkpoints convert.")
+    if source not in SOURCES:
+        raise ValueError(f"source={source!r}: use one of {sorted(SOURCES)}.")
     if arch is None:
         raise ValueError("arch is required (e.g. arch='deeplabv3_resnet50'); registered: see "
                          "keras_deeplab.pretrained.registry.architectures().")
@@ -207,21 +282,27 @@ def convert_file(path, source="torchvision", arch=None, output=None, num_classes
         class_names = class_names if class_names is not None else checkpoint.class_names
         palette = palette if palette is not None else checkpoint.palette
     architecture = get_architecture(arch)
-    state_dict = read_state_dict(path)
-    if aux is None:
-        aux = any(k.startswith("aux_classifier.") for k in state_dict)
-    if num_classes is None:
-        num_classes = infer_num_classes(state_dict, path)
+    layout = SOURCES[source]
+    state_dict = read_source(path, source)
+    if layout == "tf":
+        aux = False
+        if num_classes is None:
+            num_classes = tf_checkpoint.infer_num_classes(state_dict, os.fspath(path))
+    else:
+        if aux is None:
+            aux = any(k.startswith("aux_classifier.") for k in state_dict)
+        if num_classes is None:
+            num_classes = infer_num_classes(state_dict, path)
     model = architecture.build(num_classes=num_classes, aux=aux, class_names=class_names,
                                palette=palette)
-    assign_state_dict(model, state_dict, architecture.map_keys, source=os.fspath(path))
+    assign_state_dict(model, state_dict, architecture.map_keys, source=os.fspath(path),
+                      layout=layout, max_listed=None if layout == "torch" else 40)
     if output is not None:
-        if os.path.dirname(output):
-            os.makedirs(os.path.dirname(output), exist_ok=True)
-        if _output_kind(output) == "weights":
-            model.save_weights(output)
-        else:
-            model.save(output)
+        with atomic_path(output) as tmp:
+            if _output_kind(output) == "weights":
+                model.save_weights(tmp)
+            else:
+                model.save(tmp)
     return model
 
 

@@ -1,13 +1,27 @@
-"""Download (once), convert (once), cache, load: `from_pretrained` and `download`."""
+"""Download (once), convert (once), cache, load: `from_pretrained` and `download`.
+
+One path for every source: torchvision ``.pth`` files (hash prefix checked after the
+download, converted with torch) and the TensorFlow DeepLab model zoo's ``.tar.gz`` archives
+(no hash published: the archive's gzip/tar integrity is checked after the download and the
+conversion checks every variable and shape; converted with TensorFlow only).
+"""
 
 import hashlib
 import os
+import tarfile
 
 import keras
 
+from keras_deeplab.pretrained import tf_checkpoint
 from keras_deeplab.pretrained.convert import assign_state_dict, read_state_dict
 from keras_deeplab.pretrained.registry import get_architecture, get_checkpoint
 from keras_deeplab.provenance import atomic_path
+
+#: Checkpoint.format -> (reader, assign layout).
+_FORMATS = {
+    "torch": (lambda path: read_state_dict(path), "torch"),
+    "tf-checkpoint-archive": (lambda path: tf_checkpoint.read_tf_checkpoint(path), "tf"),
+}
 
 #: Sub-directory of the Keras cache dir (``$KERAS_HOME``, default ``~/.keras``).
 CACHE_SUBDIR = os.path.join("keras_deeplab", "pretrained")
@@ -32,12 +46,25 @@ def _manual_steps(checkpoint, target):
             f"weights='path/to/{checkpoint.filename}').")
 
 
+def _check_archive(path):
+    """Reads a ``.tar.gz`` to its end (gzip CRC and tar headers): raises on truncation."""
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            if member.isfile():
+                stream = tar.extractfile(member)
+                while stream.read(1 << 22):
+                    pass
+
+
 def download(name, cache_dir=None, origin=None):
-    """Downloads a checkpoint's source file once and checks its published hash prefix.
+    """Downloads a checkpoint's source file once and checks it.
 
     Uses ``keras.utils.get_file`` (progress bar, cache under
-    ``<cache_dir>/keras_deeplab/pretrained/``; an existing file is not fetched again) and
-    then compares the file's SHA-256 with the prefix the source publishes.
+    ``<cache_dir>/keras_deeplab/pretrained/``; an existing file is not fetched again), then
+    compares the file's SHA-256 with the prefix the source publishes (torchvision). The
+    TensorFlow DeepLab model zoo publishes no hash: its archive is read to the end instead
+    (a truncated gzip/tar fails), and the conversion's full variable check (every variable,
+    every shape) catches a wrong file.
 
     Args:
         name: str or `Checkpoint`.
@@ -49,8 +76,9 @@ def download(name, cache_dir=None, origin=None):
         str: path of the verified file.
 
     Raises:
-        ValueError: hash mismatch (a truncated or different file; it is deleted) or a failed
-            download (no network). Both messages say what to download and where to put it.
+        ValueError: hash mismatch or truncated archive (a truncated or different file; it is
+            deleted) or a failed download (no network). Each message says what to download
+            and where to put it.
     """
     checkpoint = get_checkpoint(name)
     cache_dir = cache_dir or default_cache_dir()
@@ -65,6 +93,16 @@ def download(name, cache_dir=None, origin=None):
             os.remove(target)
         raise ValueError(f"Could not download {origin or checkpoint.url} ({err}). "
                          f"{_manual_steps(checkpoint, target)}") from err
+    if checkpoint.sha256_prefix is None:
+        try:
+            _check_archive(path)
+        except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+            os.remove(path)
+            raise ValueError(
+                f"{path}: not a complete .tar.gz archive ({type(err).__name__}: {err}): a "
+                f"truncated or different file; it was deleted ({checkpoint.source} publishes "
+                f"no hash to check). {_manual_steps(checkpoint, target)}") from err
+        return path
     digest = _sha256(path)
     if not digest.startswith(checkpoint.sha256_prefix):
         os.remove(path)
@@ -118,20 +156,26 @@ def _transfer(source, target):
 def from_pretrained(name, weights=None, num_classes=None, cache_dir=None):
     """A model with a published checkpoint's weights, converted exactly.
 
-    The first call downloads the source file (`download`), converts it (needs torch) and
-    caches the converted weights as ``<cache_dir>/keras_deeplab/pretrained/<name>.weights.h5``;
-    later calls load that file (no torch, no network). The model takes float RGB in
-    [0, 255] (the source's normalisation is a layer inside it), returns float32 logits at
-    the input size (``{"logits", "aux_logits"}`` when the checkpoint has an auxiliary head),
-    and carries ``class_names`` and ``palette`` (used by `kd.inference.Predictor`).
+    The first call downloads the source file (`download`), converts it (a torchvision
+    ``.pth`` needs torch; a TensorFlow DeepLab archive needs TensorFlow only) and caches the
+    converted weights as ``<cache_dir>/keras_deeplab/pretrained/<name>.weights.h5``
+    (written atomically); later calls load that file (no torch, no network). The model
+    takes float RGB in [0, 255] (the source's normalisation is inside it), returns float32
+    logits at the input size (``{"logits", "aux_logits"}`` when the checkpoint has an
+    auxiliary head), and carries ``class_names`` and ``palette`` (used by
+    `kd.inference.Predictor`).
 
     Args:
         name: str. A checkpoint name (`list_pretrained`), e.g.
-            "deeplabv3_resnet101.torchvision_coco_voc".
+            "deeplabv3_resnet101.torchvision_coco_voc" or
+            "deeplabv3plus_xception65.tf_voc_trainaug".
         weights: str or None. A local file instead of the download: the source's ``.pth``
             (needs torch; when its SHA-256 matches the published prefix the conversion is
-            cached like a download's), or a ``.weights.h5`` of this architecture. Defaults
-            to None.
+            cached like a download's); for a TensorFlow DeepLab checkpoint its ``.tar.gz``,
+            a checkpoint prefix (``model.ckpt``), its ``.index`` file or a directory holding
+            it (converted on every call: no hash is published to tell the published file
+            from another one, so nothing is cached under the name); or a ``.weights.h5`` of
+            this architecture. Defaults to None.
         num_classes: int or None. Other than the checkpoint's (21): backbone and heads keep
             the checkpoint's weights, the final classifier convs are freshly initialised, and
             ``class_names`` / ``palette`` are None (for fine-tuning). Defaults to None.
@@ -142,8 +186,9 @@ def from_pretrained(name, weights=None, num_classes=None, cache_dir=None):
 
     Raises:
         ValueError: unknown name (lists the known ones), architecture not available, hash
-            mismatch or failed download (says what to download and where to put it), a file
-            that does not fit.
+            mismatch, truncated archive or failed download (says what to download and where
+            to put it), a file that does not fit (unmatched variables listed on both sides),
+            a frozen graph ``.pb`` instead of a checkpoint.
         ImportError: a ``.pth`` must be converted and torch is not installed.
 
     Example:
@@ -158,9 +203,20 @@ def from_pretrained(name, weights=None, num_classes=None, cache_dir=None):
     elif weights is None and os.path.isfile(cached):
         model.load_weights(cached)
     else:
+        read, layout = _FORMATS[checkpoint.format]
         path = download(checkpoint, cache_dir) if weights is None else os.fspath(weights)
-        assign_state_dict(model, read_state_dict(path), arch.map_keys, source=path)
-        if weights is None or _sha256(path).startswith(checkpoint.sha256_prefix):
+        try:
+            assign_state_dict(model, read(path), arch.map_keys, source=path, layout=layout,
+                              max_listed=None if layout == "torch" else 40)
+        except ValueError as err:
+            if weights is not None or checkpoint.sha256_prefix is not None:
+                raise  # a user's file, or a download whose published hash matched
+            os.remove(path)  # no hash published: a download that does not convert is not kept
+            raise ValueError(f"{err}\nThe downloaded {path} was deleted. "
+                             f"{_manual_steps(checkpoint, path)}") from err
+        published = weights is None or (checkpoint.sha256_prefix is not None
+                                        and _sha256(path).startswith(checkpoint.sha256_prefix))
+        if published:
             with atomic_path(cached) as tmp:
                 model.save_weights(tmp)
     if num_classes is None or num_classes == checkpoint.num_classes:
