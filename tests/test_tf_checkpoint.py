@@ -533,3 +533,24 @@ def test_mobilenet_ade20k_archive_through_from_pretrained(zoo_checkpoint, tmp_pa
     assert model.class_names == list(ADE20K_CLASSES) and model.palette == "ade20k"
     np.testing.assert_array_equal(
         np.asarray(_find_layer(model, "logits-semantic").kernel), variables["logits/semantic/weights"])
+
+
+def test_xception65_backbone_takes_exactly_the_original_backbone_variables():
+    """Xception65Backbone (sub-model "xception_65") against xception_65's variable list: every
+    name and shape of the original backbone has its layer, and no layer is left over."""
+    from _tf_deeplab_names import xception_65
+
+    from keras_deeplab.backbones.xception import Xception65Backbone
+
+    images = keras.Input((None, None, 3))
+    backbone = Xception65Backbone(output_stride=16)
+    wrapper = keras.Model(images, backbone(images)["C5"])
+    spec = xception_65()
+    variables = {name: np.zeros(shape, np.float32) for name, shape in spec}
+    marked = spec[-1][0]  # the last variable: exit_flow/block2 ... separable_conv3_pointwise BN
+    variables[marked] = np.full(spec[-1][1], 3.0, np.float32)
+    assign_state_dict(wrapper, variables, tf_named_layers, layout="tf", max_listed=20)
+    layer = backbone.get_layer("exit_flow-block2-unit_1-xception_module-separable_conv3_pointwise"
+                               "-BatchNorm")
+    assert marked.endswith("separable_conv3_pointwise/BatchNorm/moving_variance")
+    np.testing.assert_array_equal(np.asarray(layer.moving_variance), variables[marked])
