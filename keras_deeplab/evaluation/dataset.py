@@ -3,7 +3,9 @@
 The labels scored here come from `keras_deeplab.inference.engine.PredictionEngine`, the
 engine `kd.inference.Predictor` runs, so the same settings (sliding window, scales, flip,
 output stride) score exactly the labels a user gets. The confusion matrix is accumulated in
-NumPy (int64): exact on any dataset size and the same on every Keras backend.
+NumPy (int64): exact on any dataset size and the same on every Keras backend. Images are
+scored one at a time (`PredictionEngine.probability_maps`): evaluation keeps no batch of
+probability maps, only the confusion matrix.
 """
 
 from __future__ import annotations
@@ -152,17 +154,25 @@ def evaluate(model, dataset, num_classes=None, ignore_class=IGNORE_LABEL, slidin
         if masks.shape != images.shape[:3]:
             raise ValueError(f"Mask shape {masks.shape} does not match the image batch "
                              f"{images.shape[:3]}.")
-        probs = engine.probabilities(images)
-        if not np.isfinite(probs).all():  # argmax of NaN is class 0: a plausible, false score
-            raise FloatingPointError(
-                f"The model's predictions for evaluation images {num_images}.."
-                f"{num_images + len(masks) - 1} are not finite (NaN/inf "
-                "logits): the weights diverged or the images hold NaN/inf. Nothing is scored.")
-        if num_classes is None:  # a runner that does not say
-            num_classes = int(probs.shape[-1])
-        if cm is None:
-            cm = np.zeros((num_classes, num_classes), np.int64)
-        cm += confusion_matrix(masks, probs.argmax(-1), num_classes, ignore_class)
+        # one image's probabilities at a time (engine.probability_maps), scored and dropped:
+        # evaluation holds no batch of maps, no float copy of them and no one-hot
+        for k, probs in enumerate(engine.probability_maps(images)):
+            # argmax of NaN is class 0: a plausible, false score. The sum is finite exactly
+            # when every probability is (and needs no full-size boolean map).
+            if not np.isfinite(probs.sum()):
+                raise FloatingPointError(
+                    f"The model's predictions for evaluation images {num_images}.."
+                    f"{num_images + len(masks) - 1} are not finite (NaN/inf "
+                    "logits): the weights diverged or the images hold NaN/inf. Nothing is "
+                    "scored.")
+            if num_classes is None:  # a runner that does not say
+                num_classes = int(probs.shape[-1])
+            if cm is None:
+                cm = np.zeros((num_classes, num_classes), np.int64)
+            predicted = probs.argmax(-1)
+            del probs
+            cm += confusion_matrix(masks[k], predicted, num_classes, ignore_class)
+            del predicted
         # batches padded for several replicas (keras_deeplab.data.padding) end with zero
         # images labelled ignore_class everywhere: they score nothing and are not images
         padding = np.all(masks.reshape(len(masks), -1) == ignore_class, axis=1) & \

@@ -24,6 +24,14 @@ For a batch of images (B, H, W, 3), float in [0, 255]:
    (`keras_deeplab.utils.resize_bilinear`: half-pixel centres, no antialiasing).
 5. The result is the mean over the ``len(scales) * (2 if flip else 1)`` views.
 
+Memory: views are summed into one float32 map in place (no list of views), softmax runs over
+blocks of pixels (its float64 temporaries are one block's, not a map's), and
+`probability_maps` hands over one image at a time, so a caller that needs only labels or
+scores (`labels`, `kd.training.evaluate`) never holds the probabilities of a whole batch. With
+``sliding_window`` an image's windows are batched together and images run one at a time: the
+engine then holds one image's probability map beside the model's window activations; without
+it, the maps of the at most ``batch_size`` images of one model call.
+
 Windows: along an axis of length ``L`` with window ``w`` the starts are
 ``0, stride, 2 * stride, ...`` with ``stride = ceil(w * (1 - overlap))`` (`window_starts`),
 and the last window is aligned with the end (start ``L - w``), so every pixel is covered and
@@ -47,6 +55,9 @@ import numpy as np
 
 from keras_deeplab.np_metrics import softmax
 from keras_deeplab.utils import as_pair, resize_bilinear
+
+#: Elements per softmax block: float64 temporaries of 8 MiB each instead of 2x a whole map.
+_SOFTMAX_BLOCK = 1 << 20
 
 #: Tolerance of the stride's ceiling: ``30 * (1 - 1/3)`` is 20.000000000000004 in floats.
 _STRIDE_EPS = 1e-9
@@ -101,6 +112,22 @@ def window_starts(length, window, overlap=1.0 / 3.0):
     starts = list(range(0, last, stride))
     starts.append(last)
     return starts
+
+
+def _softmax(logits):
+    """`np_metrics.softmax` (float64 maths, float32 out) over blocks of pixels.
+
+    The same values as ``softmax(logits)`` (every pixel is computed on its own); the float64
+    temporaries are those of ``_SOFTMAX_BLOCK`` elements, not of the whole (n, h, w, C) array.
+    """
+    logits = np.ascontiguousarray(logits, np.float32)
+    out = np.empty(logits.shape, np.float32)
+    classes = logits.shape[-1] if logits.ndim else 1
+    flat_in, flat_out = logits.reshape(-1, classes), out.reshape(-1, classes)
+    rows = max(1, _SOFTMAX_BLOCK // max(classes, 1))
+    for start in range(0, len(flat_in), rows):
+        flat_out[start:start + rows] = softmax(flat_in[start:start + rows])
+    return out
 
 
 def _check_overlap(overlap):
@@ -259,14 +286,16 @@ class PredictionEngine:
         return np.asarray(self.runner(padded), np.float32)[:, :h, :w]
 
     def _softmax_of(self, x):
-        """Probabilities of (n, h, w, 3), ``batch_size`` images per runner call."""
-        out = [softmax(self._logits(np.ascontiguousarray(x[i:i + self.batch_size])))
-               for i in range(0, len(x), self.batch_size)]
-        return np.concatenate(out, axis=0)
+        """Probabilities of a view (n, h, w, 3) from one runner call (n <= batch_size)."""
+        return _softmax(self._logits(np.ascontiguousarray(x)))
 
     def _sliding(self, x):
-        """Window-averaged probabilities of a view (B, h, w, 3)."""
-        b, h, w = x.shape[:3]
+        """Window-averaged probabilities of a view (1, h, w, 3) of one image.
+
+        Windows go to the runner ``batch_size`` at a time; each window's probabilities are
+        added in place into one float32 map, which is divided by the window count in place.
+        """
+        _, h, w = x.shape[:3]
         wh, ww = min(self.sliding_window[0], h), min(self.sliding_window[1], w)
         ys = window_starts(h, self.sliding_window[0], self.overlap)
         xs = window_starts(w, self.sliding_window[1], self.overlap)
@@ -274,17 +303,46 @@ class PredictionEngine:
         for y in ys:
             for x0 in xs:
                 count[y:y + wh, x0:x0 + ww] += 1.0
-        items = [(i, y, x0) for y in ys for x0 in xs for i in range(b)]
+        items = [(i, y, x0) for y in ys for x0 in xs for i in range(len(x))]
         total = None
         for start in range(0, len(items), self.batch_size):
             chunk = items[start:start + self.batch_size]
             tiles = np.stack([x[i, y:y + wh, x0:x0 + ww] for i, y, x0 in chunk])
-            probs = softmax(self._logits(tiles))
+            probs = _softmax(self._logits(tiles))
+            del tiles
             if total is None:
-                total = np.zeros((b, h, w, probs.shape[-1]), np.float32)
-            for (i, y, x0), p in zip(chunk, probs):
-                total[i, y:y + wh, x0:x0 + ww] += p
-        return total / count
+                total = np.zeros((len(x), h, w, probs.shape[-1]), np.float32)
+            for j, (i, y, x0) in enumerate(chunk):
+                total[i, y:y + wh, x0:x0 + ww] += probs[j]
+            del probs  # (no loop variable keeps a view of it alive into the next call)
+        return np.divide(total, count, out=total)
+
+    def _chunk_probabilities(self, images):
+        """Mean probabilities over the views of ``images`` (n, H, W, 3), summed in place."""
+        height, width = images.shape[1:3]
+        total = None
+        views = 0
+        for size in self.view_sizes((height, width)):
+            scaled = resize_bilinear(images, size)
+            for flipped in ((False, True) if self.flip else (False,)):
+                x = np.ascontiguousarray(scaled[:, :, ::-1]) if flipped else scaled
+                probs = self._sliding(x) if self.sliding_window is not None else \
+                    self._softmax_of(x)
+                del x
+                if flipped:
+                    probs = probs[:, :, ::-1]
+                if probs.shape[1:3] != (height, width):
+                    probs = resize_bilinear(np.ascontiguousarray(probs), (height, width))
+                if total is None:  # a fresh array of this call: summed into in place
+                    total = np.ascontiguousarray(probs)
+                else:
+                    total += probs
+                del probs
+                views += 1
+            del scaled
+        if views > 1:
+            np.divide(total, np.float32(views), out=total)
+        return total
 
     # -- public ---------------------------------------------------------------------------
 
@@ -293,6 +351,50 @@ class PredictionEngine:
         base = self.input_size or as_pair(image_size, "image_size")
         return [(max(1, int(round(base[0] * s))), max(1, int(round(base[1] * s))))
                 for s in self.scales]
+
+    def _as_batch(self, images):
+        images = np.asarray(images, np.float32)
+        single = images.ndim == 3
+        if single:
+            images = images[None]
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be (B, H, W, 3) or (H, W, 3) RGB arrays, got shape "
+                             f"{images.shape}.")
+        return images, single
+
+    def probability_maps(self, images):
+        """Class probabilities of a batch, one image at a time (a generator).
+
+        The memory-lean form of `probabilities`: with ``sliding_window`` each image is
+        computed on its own (its windows batched together), otherwise ``batch_size`` images
+        per model call; only those images' maps are alive at once (drop each map before
+        asking for the next to keep it so).
+
+        Args:
+            images: float or uint8 array (B, H, W, 3) or (H, W, 3), values in [0, 255].
+
+        Yields:
+            float32 NumPy arrays (H, W, C), one per image in order, summing to 1 over C.
+
+        Raises:
+            ValueError: images that are not (B, H, W, 3) / (H, W, 3).
+        """
+        images, _ = self._as_batch(images)
+        for chunk in self._chunks(images):
+            for i in range(len(chunk)):
+                yield chunk[i]
+            del chunk
+
+    def _chunks(self, images):
+        """Probabilities (n, H, W, C) of consecutive groups of images: one image at a time
+        with ``sliding_window``, else ``batch_size`` images (one model call per view)."""
+        step = 1 if self.sliding_window is not None else self.batch_size
+        for start in range(0, len(images), step):
+            chunk = self._chunk_probabilities(images[start:start + step])
+            if self.num_classes is None:
+                self.num_classes = int(chunk.shape[-1])
+            yield chunk
+            del chunk
 
     def probabilities(self, images):
         """Class probabilities of a batch of images.
@@ -307,35 +409,32 @@ class PredictionEngine:
         Raises:
             ValueError: images that are not (B, H, W, 3) / (H, W, 3).
         """
-        images = np.asarray(images, np.float32)
-        single = images.ndim == 3
-        if single:
-            images = images[None]
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be (B, H, W, 3) or (H, W, 3) RGB arrays, got shape "
-                             f"{images.shape}.")
-        height, width = images.shape[1:3]
-        total = None
-        views = 0
-        for size in self.view_sizes((height, width)):
-            scaled = resize_bilinear(images, size)
-            for flipped in ((False, True) if self.flip else (False,)):
-                x = np.ascontiguousarray(scaled[:, :, ::-1]) if flipped else scaled
-                probs = self._sliding(x) if self.sliding_window is not None else \
-                    self._softmax_of(x)
-                if flipped:
-                    probs = probs[:, :, ::-1]
-                probs = resize_bilinear(np.ascontiguousarray(probs), (height, width))
-                total = probs if total is None else total + probs
-                views += 1
-        if self.num_classes is None:
-            self.num_classes = int(total.shape[-1])
-        out = total / np.float32(views)
+        images, single = self._as_batch(images)
+        out = None
+        start = 0
+        for chunk in self._chunks(images):
+            if len(chunk) == len(images):  # one group: it is the result (no copy)
+                out = chunk
+            else:
+                if out is None:
+                    out = np.empty(images.shape[:3] + chunk.shape[-1:], np.float32)
+                out[start:start + len(chunk)] = chunk
+            start += len(chunk)
+            del chunk
         return out[0] if single else out
 
     def labels(self, images):
-        """``probabilities(images).argmax(-1)`` as int32 (B, H, W) (or (H, W))."""
-        return self.probabilities(images).argmax(-1).astype(np.int32)
+        """``probabilities(images).argmax(-1)`` as int32 (B, H, W) (or (H, W)).
+
+        Computed image by image (`probability_maps`): a batch's probabilities are never all
+        held at once.
+        """
+        images, single = self._as_batch(images)
+        out = np.empty(images.shape[:3], np.int32)
+        for i, probs in enumerate(self.probability_maps(images)):
+            out[i] = probs.argmax(-1)
+            del probs
+        return out[0] if single else out
 
 
 def predict_probabilities(model, images, sliding_window=None, overlap=1.0 / 3.0, scales=(1.0,),
