@@ -470,7 +470,7 @@ SPOT_CHECKS = {
          "xception_65/exit_flow/block1/unit_1/xception_module/shortcut/weights"),
         ("exit_flow-block2-unit_1-xception_module-separable_conv3_pointwise", "kernel",
          "xception_65/exit_flow/block2/unit_1/xception_module/separable_conv3_pointwise/weights"),
-        ("aspp2_depthwise", "kernel", "aspp2/depthwise_weights"),
+        ("aspp2_depthwise", "kernel", "aspp2_depthwise/depthwise_weights"),
         ("image_pooling-BatchNorm", "gamma", "image_pooling/BatchNorm/gamma"),
         ("concat_projection", "kernel", "concat_projection/weights"),
         ("decoder-feature_projection0", "kernel", "decoder/feature_projection0/weights"),
