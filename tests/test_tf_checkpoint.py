@@ -33,10 +33,10 @@ from keras_deeplab.pretrained import (
     from_pretrained,
     list_pretrained,
     read_tf_checkpoint,
+    registry,
     tf_named_layers,
 )
 from keras_deeplab.pretrained import hub as hub_module
-from keras_deeplab.pretrained import registry
 from keras_deeplab.pretrained.convert import assign_state_dict
 
 TINY = "_tiny_tf_deeplab"

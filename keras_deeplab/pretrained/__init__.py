@@ -79,7 +79,6 @@ from keras_deeplab.pretrained.convert import (
     torch_named_layers,
 )
 from keras_deeplab.pretrained.hub import download, from_pretrained
-from keras_deeplab.pretrained.tf_checkpoint import read_tf_checkpoint, tf_named_layers
 from keras_deeplab.pretrained.registry import (
     CHECKPOINTS,
     Architecture,
@@ -89,6 +88,7 @@ from keras_deeplab.pretrained.registry import (
     list_pretrained,
     register_architecture,
 )
+from keras_deeplab.pretrained.tf_checkpoint import read_tf_checkpoint, tf_named_layers
 
 __all__ = [
     "CHECKPOINTS",
