@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import tracemalloc
 from fractions import Fraction
 
 import keras
@@ -269,3 +270,54 @@ def test_callback_rejects_one_shot_iterators():
     with pytest.raises(TypeError, match="re-iterable"):
         kd.callbacks.EvaluateMeanIoU(iter([(np.zeros((1, 4, 4, 3)), np.zeros((1, 4, 4, 1)))]))
     kd.callbacks.EvaluateMeanIoU([(np.zeros((1, 4, 4, 3)), np.zeros((1, 4, 4, 1)))])
+
+
+class _NumpyRunner:
+    """A NumPy 'model' (all its allocations are seen by tracemalloc): per-pixel logits plus a
+    term from the mean colour of its input, so a window's logits differ from the image's."""
+
+    num_classes = 19
+    fixed_input_size = None
+    kind = "numpy"
+
+    def __init__(self):
+        self.weights = np.random.default_rng(0).standard_normal((3, 19)).astype(np.float32) / 64
+
+    def __call__(self, x):
+        logits = np.asarray(x, np.float32) @ self.weights
+        logits += np.asarray(x, np.float32).mean(axis=(1, 2), keepdims=True) @ self.weights
+        return logits
+
+
+@pytest.mark.parametrize("settings, maps", [
+    # the runner's logits for one image + their probabilities (+ softmax blocks, labels)
+    (dict(), 2.5),
+    # one image's window average + one window's logits and probabilities (+ labels, cm)
+    (dict(sliding_window=48), 2.0),
+    # summed in place: the sum, one view's logits and probabilities, the mirrored input
+    (dict(flip=True), 3.75),
+])
+def test_evaluate_memory_is_a_few_probability_maps(monkeypatch, settings, maps):
+    """Memory regression guard (issue 16), load-independent: the NumPy peak of evaluating a
+    batch of 3 images (tracemalloc) stays within a few probability maps of ONE image, whatever
+    the batch: no whole-map float64 softmax (8 maps before), no batch-wide accumulator, no
+    list of views, no float copy for the metric."""
+    # the softmax block must be small against the map for the test to see whole-map copies
+    monkeypatch.setattr(engine, "_SOFTMAX_BLOCK", 4096)
+    h, w, classes = 96, 128, 19
+    one_map = h * w * classes * 4  # float32 probabilities of one image
+    images = _images(b=3, h=h, w=w)
+    masks = np.random.default_rng(1).integers(0, classes, (3, h, w, 1)).astype(np.int32)
+    kwargs = dict(batch_size=1, progress=False, **settings)
+    reference = kd.training.evaluate(_NumpyRunner(), [(images, masks)], **kwargs)  # warm-up
+    tracemalloc.start()
+    try:
+        results = kd.training.evaluate(_NumpyRunner(), [(images, masks)], **kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(results["confusion_matrix"], reference["confusion_matrix"])
+    assert results["confusion_matrix"].sum() == 3 * h * w
+    assert peak <= maps * one_map, (
+        f"evaluate peaked at {peak / one_map:.2f} probability maps of one image "
+        f"({peak / 2**20:.1f} MiB), expected <= {maps}")

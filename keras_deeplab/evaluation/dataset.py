@@ -156,7 +156,8 @@ def evaluate(model, dataset, num_classes=None, ignore_class=IGNORE_LABEL, slidin
                              f"{images.shape[:3]}.")
         # one image's probabilities at a time (engine.probability_maps), scored and dropped:
         # evaluation holds no batch of maps, no float copy of them and no one-hot
-        for k, probs in enumerate(engine.probability_maps(images)):
+        k = 0  # (not enumerate: its cached tuple would keep the last map alive meanwhile)
+        for probs in engine.probability_maps(images):
             # argmax of NaN is class 0: a plausible, false score. The sum is finite exactly
             # when every probability is (and needs no full-size boolean map).
             if not np.isfinite(probs.sum()):
@@ -173,6 +174,7 @@ def evaluate(model, dataset, num_classes=None, ignore_class=IGNORE_LABEL, slidin
             del probs
             cm += confusion_matrix(masks[k], predicted, num_classes, ignore_class)
             del predicted
+            k += 1
         # batches padded for several replicas (keras_deeplab.data.padding) end with zero
         # images labelled ignore_class everywhere: they score nothing and are not images
         padding = np.all(masks.reshape(len(masks), -1) == ignore_class, axis=1) & \

@@ -431,9 +431,13 @@ class PredictionEngine:
         """
         images, single = self._as_batch(images)
         out = np.empty(images.shape[:3], np.int32)
-        for i, probs in enumerate(self.probability_maps(images)):
+        # (no enumerate: its cached result tuple would keep the previous map alive while the
+        # next one is computed)
+        i = 0
+        for probs in self.probability_maps(images):
             out[i] = probs.argmax(-1)
             del probs
+            i += 1
         return out[0] if single else out
 
 
