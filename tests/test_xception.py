@@ -155,7 +155,7 @@ def test_strided_unit_matches_the_original_fixed_padding(size, backbone_os32, rn
         "entry_flow-block2-unit_1-xception_module-shortcut").input)
     # 32 x 36: every strided conv sees an even size; 33 x 37: an odd one (33 -> 17, 37 -> 19)
     images = rng.uniform(0, 255, (2, size, size + 4, 3)).astype("float32")
-    ours = np.asarray(unit(images, training=False))
+    ours = keras.ops.convert_to_numpy(unit(images, training=False))
     fixed = reference_entry(images, variables, "fixed")
     same = reference_entry(images, variables, "same")
     assert ours.shape == fixed.shape == (2, ceil_div(ceil_div(size, 2), 2),
@@ -186,7 +186,7 @@ def test_separable_conv_bn_matches_split_separable_conv2d(size, rng):
                           ("conv", (3, 3, 4, 3))], rng)
     assign(model, v)
     x = rng.normal(size=(2, size, size + 1, 4)).astype("float32")
-    ours = [np.asarray(t) for t in model(x, training=False)]
+    ours = [keras.ops.convert_to_numpy(t) for t in model(x, training=False)]
 
     d = relu(batch_norm(conv(x, v["aspp1_depthwise"], rate=2, depthwise=True),
                         v["aspp1_depthwise/BatchNorm"], 1e-5))
@@ -285,10 +285,11 @@ def test_c2_is_the_decoder_end_point_before_any_relu(backbone_os32, rng):
     entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise: the pointwise BN
     output (no activation in the entry flow), so it takes negative values."""
     images = rng.uniform(0, 255, (1, 33, 33, 3)).astype("float32")
-    c2 = np.asarray(backbone_os32(images)["C2"])
+    c2 = keras.ops.convert_to_numpy(backbone_os32(images)["C2"])
     bn = backbone_os32.get_layer(
         "entry_flow-block2-unit_1-xception_module-separable_conv2_pointwise-BatchNorm")
-    np.testing.assert_array_equal(c2, np.asarray(keras.Model(backbone_os32.input, bn.output)(images)))
+    bn_output = keras.Model(backbone_os32.input, bn.output)(images)
+    np.testing.assert_array_equal(c2, keras.ops.convert_to_numpy(bn_output))
     assert c2.min() < 0
 
 
