@@ -4,7 +4,10 @@ at OS16 and OS8, and of sliding-window evaluation (`kd.training.evaluate` with
 
 DeepLabV3-ResNet50, 19 classes, random weights, fp32, batch 1. The "model only" case
 imports TensorFlow and builds the model without running it: its peak is the baseline the
-other cases add activations to ("above baseline").
+other cases add activations to ("above baseline"). The ``*_runner`` cases make exactly the
+model call evaluation makes (`keras_deeplab.inference.runners.KerasRunner`, a Keras
+``predict_on_batch``), on the whole frame or on one 769x769 window: evaluation's own memory
+is its peak above the matching runner case.
 
     python benchmarks/bench_memory.py
     python benchmarks/bench_memory.py --quick      # 128x256 (smoke check)
@@ -23,7 +26,8 @@ from _common import cpu, load, machine, run_cases, set_threads, write_json  # no
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 1024, 2048
-CASES = ["model_only", "infer_os16", "infer_os8", "eval_sliding_769", "eval_sliding_769_os8", "eval_whole_os16"]
+CASES = ["model_only", "infer_os16", "infer_os8", "infer_os16_runner", "infer_window_769_runner",
+         "infer_window_769_os8_runner", "eval_sliding_769", "eval_sliding_769_os8", "eval_whole_os16"]
 
 
 def peak_mib():
@@ -38,7 +42,7 @@ def child(case, threads, quick=False):
 
     import keras_deeplab as kd
 
-    output_stride = 8 if case == "infer_os8" else 16
+    output_stride = 8 if case.startswith("infer") and "os8" in case else 16
     model = kd.models.DeepLabV3(num_classes=19, backbone="resnet50", output_stride=output_stride)
     rng = np.random.default_rng(0)
     h, w = (128, 256) if quick else (H, W)
@@ -46,7 +50,15 @@ def child(case, threads, quick=False):
     after_build = peak_mib()
     start = time.perf_counter()
     out = {}
-    if case.startswith("infer"):
+    if case.startswith("infer") and case.endswith("_runner"):
+        from keras_deeplab.inference.runners import KerasRunner
+
+        if "window" in case:  # one window, as sliding-window evaluation runs them
+            size = 97 if quick else 769
+            image = np.ascontiguousarray(image[:, :size, :size])
+        out["input"] = list(image.shape[1:3])
+        np.asarray(KerasRunner(model)(image))
+    elif case.startswith("infer"):
         fn = tf.function(lambda t: model(t, training=False))
         np.asarray(fn(tf.constant(image)))
     elif case.startswith("eval"):
