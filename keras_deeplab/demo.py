@@ -7,6 +7,7 @@ dense CRF -> ``demo_out/``: ``model.keras``, ``saved_model/``, ``model_int8.tfli
 
     python -m keras_deeplab.demo --out demo_out            # the full demo (~15 min, 2 cores)
     python -m keras_deeplab.demo --out demo_out --quick    # CI smoke version (a minute or two)
+    python -m keras_deeplab.demo --precision mixed_bfloat16   # or auto / float32 (the default)
 
 The exit status is the verdict: 0 when every target of the mode is met, 1 otherwise, with
 one line per missed target on stderr (``metrics.json`` and ``report.md`` are written either
@@ -44,6 +45,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+from keras_deeplab.training.precision import PRECISIONS  # noqa: E402
 
 FULL = dict(image_size=128, num_train=2000, num_val=200, num_test=200, batch_size=16,
             epochs=12, pixel_epochs=3, lr=3e-3, crf_images=100, calib_images=64)
@@ -145,6 +148,9 @@ def parse_args(argv=None):
     for key, value in FULL.items():
         parser.add_argument("--" + key.replace("_", "-"), type=type(value), default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
+                        help="compute precision of all three models (kd.training.set_precision;"
+                             " auto: mixed_bfloat16 on a CPU with AVX512_BF16/AMX, else float32)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over instead of resuming an interrupted run (a finished run "
                              "is always started over)")
@@ -238,9 +244,13 @@ def run(args):
     from keras_deeplab.export import saved_model as export_saved_model
     from keras_deeplab.export import tflite as export_tflite
     from keras_deeplab.inference import DenseCRF, Predictor
-    from keras_deeplab.training import evaluate, fit, read_manifest
+    from keras_deeplab.training import evaluate, fit, read_manifest, set_precision
 
     keras.utils.set_random_seed(args.seed)
+    # Before the models are built; "auto" resolves here (metrics.json records both).
+    previous_policy = set_precision(args.precision)
+    cfg["precision"] = args.precision
+    cfg["dtype_policy"] = keras.config.dtype_policy().name
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     num_classes = 6
@@ -384,6 +394,7 @@ def run(args):
                   os.path.join(out, "examples.png"))
     write_report(results, cfg, os.path.join(out, "report.md"), quick=args.quick)
     _log(f"done: {out}")
+    keras.config.set_dtype_policy(previous_policy)
     return results
 
 
@@ -399,6 +410,9 @@ def write_report(r, cfg, path, quick):
         "",
         f"Data: synthetic, {cfg['image_size']}x{cfg['image_size']}, 6 classes (texture defines the class, "
         f"colour does not); {cfg['num_train']} train / {cfg['num_val']} val / {cfg['num_test']} held-out test images.",
+        "",
+        f"Precision: {cfg.get('precision', 'float32')} (dtype policy "
+        f"{cfg.get('dtype_policy', 'float32')}).",
         "",
         markdown_table(["model", "parameters", "epochs", "train time", "test mIoU", "pixel acc."],
                        [[name, f"{r[name]['parameters']:,}", r[name]["epochs"],

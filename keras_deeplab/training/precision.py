@@ -1,44 +1,138 @@
-"""Mixed-precision policy flag."""
+"""Mixed-precision policy flag, with "auto": bf16 where the CPU computes it natively."""
 
 from __future__ import annotations
 
+import functools
+import sys
+
 import keras
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+# /proc/cpuinfo flags of CPUs with native bfloat16 arithmetic (AVX512_BF16: Cooper Lake,
+# Zen 4 and later; AMX: Sapphire Rapids and later).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _read_cpuinfo():
+    """The text of ``/proc/cpuinfo``, or "" where there is none (non-Linux) or it can't be
+    read."""
+    if not sys.platform.startswith("linux"):
+        return ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_supports_bf16():
+    """Whether this CPU has native bfloat16 arithmetic.
+
+    Reads the ``flags`` lines of ``/proc/cpuinfo`` once per process (cached) and looks for
+    ``avx512_bf16`` or ``amx_bf16`` (`BF16_CPU_FLAGS`).
+
+    Returns:
+        bool. False on non-Linux systems and wherever ``/proc/cpuinfo`` can't be read.
+    """
+    flags = set()
+    for line in _read_cpuinfo().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def _has_accelerator():
+    """Whether the Keras backend computes on a GPU/TPU (not only the CPU)."""
+    backend = keras.config.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return bool(tf.config.list_logical_devices("GPU")
+                        or tf.config.list_logical_devices("TPU"))
+        if backend == "jax":
+            import jax
+
+            return jax.default_backend() != "cpu"
+        if backend == "torch":
+            import torch
+
+            return bool(torch.cuda.is_available())
+    except Exception:  # a backend that can't list its devices: treat it as CPU-only
+        return False
+    return False
+
+
+def resolve_precision(precision="auto"):
+    """The dtype policy name `set_precision` sets for ``precision``.
+
+    ``"auto"`` resolves to ``"mixed_bfloat16"`` when the backend computes on the CPU only
+    and the CPU has native bf16 (`cpu_supports_bf16`), else to ``"float32"``: with a GPU or
+    TPU present "auto" stays float32 (ask for "mixed_float16" / "mixed_bfloat16" explicitly
+    there). Every other name is returned unchanged.
+
+    Args:
+        precision: str. One of `PRECISIONS`. Defaults to "auto".
+
+    Returns:
+        str. "float32", "mixed_float16" or "mixed_bfloat16".
+
+    Raises:
+        ValueError: for a name not in `PRECISIONS`.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; expected one of {PRECISIONS}.")
+    if precision != "auto":
+        return precision
+    if cpu_supports_bf16() and not _has_accelerator():
+        return "mixed_bfloat16"
+    return "float32"
 
 
 def set_precision(precision="float32"):
     """Sets Keras' global dtype policy; returns the previous policy name.
 
+    - ``"auto"``: `resolve_precision` picks ``"mixed_bfloat16"`` on a CPU-only backend whose
+      CPU has AVX512_BF16 or AMX (``/proc/cpuinfo`` flags ``avx512_bf16`` / ``amx_bf16``),
+      else ``"float32"``. Accuracy parity of bf16 with float32 on the demo:
+      `benchmarks/RESULTS.md`, "bf16 accuracy parity".
     - ``"mixed_bfloat16"``: bfloat16 compute, float32 variables; no loss scaling needed.
-      For TPUs and CPUs with AMX or AVX512_BF16 (``/proc/cpuinfo`` flags ``amx_bf16`` /
-      ``avx512_bf16``): on a 2-core Zen 4 with AVX512_BF16 a DeepLabV3-ResNet50 ran
-      inference ~1.6x and training ~1.4x faster than in float32 (issue 16's measurements;
-      `benchmarks/RESULTS.md` has the current ones). Without them TensorFlow has no fast
-      bfloat16 convolutions: on a Zen 3 (AVX2 only) a bf16 training step was 6x *slower*.
-      Not the default: accuracy parity with float32 has not been measured yet. Training
-      with ``jit_compile=True`` under this policy fails in XLA on TF 2.21 ("Seen floating
-      point types of different precisions" in the gradient of the ASPP dropout); train
-      bf16 without XLA.
+      For TPUs and CPUs with AMX or AVX512_BF16: on a 2-core CPU with AVX512_BF16 a
+      DeepLabV3-ResNet50 ran inference ~1.6x and training ~1.35x faster than in float32
+      (`benchmarks/RESULTS.md`). Without them TensorFlow has no fast bfloat16
+      convolutions: on a CPU with AVX2 only a bf16 training step was 6x *slower*, which
+      is why "auto" checks the CPU. Training with ``jit_compile=True`` under this policy
+      fails in XLA on TF 2.21 ("Seen floating point types of different precisions" in the
+      gradient of the ASPP dropout); train bf16 without XLA.
     - ``"mixed_float16"``: float16 compute for GPUs with tensor cores; `model.compile` wraps
       the optimizer in `keras.optimizers.LossScaleOptimizer` automatically.
     - ``"float32"``: full precision.
 
     keras_deeplab models end with a float32 logits layer and the losses compute in float32,
     so logits, loss and metrics stay float32 under every policy. Set the policy *before*
-    building the model.
+    building the model; ``keras.config.dtype_policy().name`` tells which one "auto" chose.
 
     Args:
-        precision: str. One of "float32", "mixed_float16", "mixed_bfloat16".
+        precision: str. One of `PRECISIONS`: "auto", "float32", "mixed_float16",
+            "mixed_bfloat16". Defaults to "float32" (this function changes global state
+            only as asked).
+
+    Returns:
+        str. The previous policy name.
+
+    Raises:
+        ValueError: for a name not in `PRECISIONS`.
 
     Example:
     ```python
-    kd.training.set_precision("mixed_bfloat16")
+    kd.training.set_precision("auto")   # mixed_bfloat16 on AVX512_BF16/AMX CPUs, else float32
     model = kd.models.DeepLabV3Plus(num_classes=19)
     ```
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; expected one of {PRECISIONS}.")
+    policy = resolve_precision(precision)
     previous = keras.config.dtype_policy().name
-    keras.config.set_dtype_policy(precision)
+    keras.config.set_dtype_policy(policy)
     return previous
