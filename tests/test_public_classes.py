@@ -118,6 +118,15 @@ MODEL_CASES = {
         lambda: (_app_count(keras.applications.MobileNetV3Large, include_preprocessing=False)
                  + aspp_params(960, 256, 3) + conv_bn_relu_params(256, 256, 3)
                  + conv_params(1, 256, 3) + conv_bn_relu_params(40, 10, 3) + conv_params(1, 10, 3))),
+    # The TF DeepLab head (image pooling, separable atrous ASPP, decoder) on the tiny ResNet:
+    # at Keras' initial weights MobileNetV2's features are ~1e-10 and the same for every
+    # image, so some batch norms there get no gradient in one step (the real backbones are
+    # checked in tests/test_tf_deeplab.py).
+    "TFDeepLab": (
+        lambda: kd.models.TFDeepLab(num_classes=3, aspp_rates=(1, 2), aspp_filters=16,
+                                    decoder_filters=16, low_level_filters=8, **TINY),
+        lambda: (R18_PARAMS + aspp_params(R18["C5"], 16, 2, separable=True)
+                 + decoder_params(16, R18["C2"], 16, 8, 2, separable=True) + conv_params(1, 16, 3))),
     "PixelClassifier": (lambda: kd.models.PixelClassifier(num_classes=3, hidden=(8, 4)),
                         lambda: conv_params(1, 3, 8) + conv_params(1, 8, 4) + conv_params(1, 4, 3)),
 }

@@ -155,3 +155,139 @@ def test_mobilenetv2_c2_depthwise_is_keras_applications_block_2_depthwise_relu(o
     want = keras.ops.convert_to_numpy(tap(keras.applications.mobilenet_v2.preprocess_input(x.copy())))
     assert got.shape == (1, 16, 12, 144)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+# --- the head against a NumPy re-computation of model.py -----------------------------------------
+
+
+def _randomize(model, rng):
+    """Non-trivial BN statistics and biases in the head, so a missed layer or branch shows."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
+                               rng.normal(0, 0.2, c), rng.uniform(0.5, 2.0, c)])
+        elif isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
+            layer.bias.assign(rng.normal(0, 0.5, layer.bias.shape).astype("float32"))
+
+
+def _head(model, rng, image_size, c5_size, low_size=None):
+    """The model from its backbone's features on: a functional model on the tensors the head
+    reads (the images for the final resize, C5, the decoder's low-level feature), run on
+    random features (a random backbone's features are nearly flat in space, where resizes
+    would go unseen). Returns (logits, features dict)."""
+    def field(size, channels):
+        # noise on top of random per-channel ramps: local detail and large-scale structure
+        # (which survives the average pooling).
+        i, j = np.meshgrid(np.linspace(-1, 1, size[0]), np.linspace(-1, 1, size[1]), indexing="ij")
+        slopes = rng.normal(0, 2, size=(2, 2, 1, 1, channels))
+        ramps = slopes[0] * i[None, :, :, None] + slopes[1] * j[None, :, :, None]
+        return (rng.normal(size=(2, *size, channels)) + ramps).astype("float32")
+
+    tensors = [model.input, model.get_layer("aspp0").input]
+    features = {"C5": field(c5_size, tensors[1].shape[-1])}
+    if low_size is not None:
+        tensors.append(model.get_layer("decoder-feature_projection0").input)
+        features["low"] = field(low_size, tensors[2].shape[-1])
+    head = keras.Model(tensors, model.output)
+    images = np.zeros((2, *image_size, 3), "float32")
+    return head.predict([images, *features.values()], verbose=0), features
+
+
+def _w(model, name):
+    return [np.asarray(w, np.float64) for w in model.get_layer(name).get_weights()]
+
+
+def _np_bn(x, gamma, beta, mean, var, eps=1e-5):
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+def _np_conv_bn_relu(model, x, scope):
+    """slim conv2d 1x1 (no bias) -> batch_norm (epsilon 1e-5) -> ReLU, as model.py's arg scope."""
+    (kernel,) = _w(model, scope)
+    return np.maximum(_np_bn(x @ kernel[0, 0], *_w(model, f"{scope}-BatchNorm")), 0)
+
+
+def _np_depthwise_same(x, kernel, rate):
+    """3x3 depthwise conv, stride 1, atrous ``rate``, "SAME" zero padding (rate on each side)."""
+    b, h, w, c = x.shape
+    padded = np.pad(x, ((0, 0), (rate, rate), (rate, rate), (0, 0)))
+    out = np.zeros_like(x)
+    for i in range(3):
+        for j in range(3):
+            out += padded[:, i * rate:i * rate + h, j * rate:j * rate + w] * kernel[i, j, :, 0]
+    return out
+
+
+def _np_split_separable(model, x, scope, rate=1):
+    """model.py's split_separable_conv2d: depthwise -> BN -> ReLU -> 1x1 -> BN -> ReLU."""
+    (depthwise,) = _w(model, f"{scope}_depthwise")
+    x = np.maximum(_np_bn(_np_depthwise_same(x, depthwise, rate), *_w(model, f"{scope}_depthwise-BatchNorm")), 0)
+    return _np_conv_bn_relu(model, x, f"{scope}_pointwise")
+
+
+def _np_avg_pool_valid(x, window):
+    """slim avg_pool2d(window, stride 1, 'VALID')."""
+    b, h, w, c = x.shape
+    oh, ow = h - window[0] + 1, w - window[1] + 1
+    out = np.zeros((b, oh, ow, c))
+    for i in range(oh):
+        for j in range(ow):
+            out[:, i, j] = x[:, i:i + window[0], j:j + window[1]].mean(axis=(1, 2))
+    return out
+
+
+def np_tf_deeplab(model, features, image_size, rates, crop_window=None, low_level=None):
+    """model.py at inference from the backbone's features: ASPP (branch order image_pooling,
+    aspp0, aspp1..), concat_projection (dropout is the identity), the decoder when
+    ``low_level`` is given, logits/semantic, align-corners resize to ``image_size``."""
+    x = np.asarray(features["C5"], np.float64)
+    h, w = x.shape[1:3]
+    if crop_window is None:
+        pooled = x.mean(axis=(1, 2), keepdims=True)
+    else:
+        pooled = _np_avg_pool_valid(x, crop_window)
+    pooled = _np_conv_bn_relu(model, pooled, "image_pooling")
+    branches = [np_resize_align_corners(pooled, h, w), _np_conv_bn_relu(model, x, "aspp0")]
+    branches += [_np_split_separable(model, x, f"aspp{i}", r) for i, r in enumerate(rates, 1)]
+    y = _np_conv_bn_relu(model, np.concatenate(branches, -1), "concat_projection")
+    if low_level is not None:
+        low = _np_conv_bn_relu(model, np.asarray(features[low_level], np.float64),
+                               "decoder-feature_projection0")
+        y = np_resize_align_corners(y, *low.shape[1:3])
+        y = _np_split_separable(model, np.concatenate([y, low], -1), "decoder-decoder_conv0")
+        y = _np_split_separable(model, y, "decoder-decoder_conv1")
+    kernel, bias = _w(model, "logits-semantic")
+    return np_resize_align_corners(y @ kernel[0, 0] + bias, *image_size)
+
+
+def _tiny_mobilenet(**kwargs):
+    return kd.models.TFDeepLab(num_classes=5, backbone="mobilenetv2", backbone_kwargs={"alpha": 0.35},
+                               aspp_filters=16, decoder_filters=16, low_level_filters=8, **kwargs)
+
+
+def test_mobilenetv2_head_has_image_pooling_and_1x1_only_and_equals_numpy(rng):
+    """The model zoo's MobileNetV2 DeepLabv3: ASPP = image pooling + aspp0 (no atrous
+    branch), so concat_projection takes 2 x 16 channels; logits equal the NumPy model.py."""
+    model = _tiny_mobilenet(aspp_rates=(), decoder_output_stride=None)
+    _randomize(model, rng)
+    assert model.get_layer("concat_projection").kernel.shape == (1, 1, 2 * 16, 16)
+    names = {layer.name for layer in model.layers}
+    assert not names & {"aspp1_depthwise", "decoder-feature_projection0"}
+    got, features = _head(model, rng, (49, 67), (4, 5))
+    np.testing.assert_allclose(got, np_tf_deeplab(model, features, (49, 67), ()), atol=1e-4, rtol=1e-4)
+
+
+def test_deeplabv3plus_head_with_crop_size_image_pooling_equals_numpy(rng):
+    """Separable atrous ASPP branches, the original's crop-size image pooling (window
+    scale_dimension(crop, 1/16), stride 1, VALID, align-corners resize back) and the decoder
+    (ASPP output resized with align corners to the low-level feature)."""
+    model = _tiny_mobilenet(aspp_rates=(1, 2), image_pooling_crop_size=(33, 49))
+    _randomize(model, rng)
+    # The decoder reads C2_depthwise by default on MobileNetV2: block 2's expansion, 6 x 8
+    # channels at alpha 0.35 (6 x 24 = 144 at alpha 1).
+    assert model.get_layer("decoder-feature_projection0").kernel.shape[2] == 6 * 8
+    got, features = _head(model, rng, (61, 83), (4, 6), (16, 21))
+    # scale_dimension(33, 1/16) = int(32/16 + 1) = 3, scale_dimension(49, 1/16) = int(48/16 + 1) = 4
+    want = np_tf_deeplab(model, features, (61, 83), (1, 2), crop_window=(3, 4), low_level="low")
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)

@@ -9,6 +9,7 @@ from keras_deeplab.models.fcn import FCN
 from keras_deeplab.models.lraspp import LRASPP
 from keras_deeplab.models.pixel_classifier import PixelClassifier
 from keras_deeplab.models.presets import PRESETS, from_preset, list_presets, with_output_stride
+from keras_deeplab.models.tf_deeplab import TFDeepLab
 from keras_deeplab.models.torchvision_segmentation import TorchvisionDeepLabV3, TorchvisionFCN
 from keras_deeplab.models.unet import UNet
 from keras_deeplab.pretrained import from_pretrained, list_pretrained
@@ -23,6 +24,7 @@ __all__ = [
     "PRESETS",
     "PixelClassifier",
     "SegmentationModel",
+    "TFDeepLab",
     "TorchvisionDeepLabV3",
     "TorchvisionFCN",
     "UNet",
