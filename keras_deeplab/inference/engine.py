@@ -28,9 +28,10 @@ Memory: views are summed into one float32 map in place (no list of views), softm
 blocks of pixels (its float64 temporaries are one block's, not a map's), and
 `probability_maps` hands over one image at a time, so a caller that needs only labels or
 scores (`labels`, `kd.training.evaluate`) never holds the probabilities of a whole batch. With
-``sliding_window`` an image's windows are batched together and images run one at a time: the
-engine then holds one image's probability map beside the model's window activations; without
-it, the maps of the at most ``batch_size`` images of one model call.
+``sliding_window`` an image's windows are batched together, each window's softmax is added
+block by block into the image's sum, and images run one at a time: the engine then holds one
+image's probability map (and its window count, 1/C of it) beside one call's window logits;
+without it, the maps of the at most ``batch_size`` images of one model call.
 
 Windows: along an axis of length ``L`` with window ``w`` the starts are
 ``0, stride, 2 * stride, ...`` with ``stride = ceil(w * (1 - overlap))`` (`window_starts`),
@@ -114,19 +115,35 @@ def window_starts(length, window, overlap=1.0 / 3.0):
     return starts
 
 
-def _softmax(logits):
-    """`np_metrics.softmax` (float64 maths, float32 out) over blocks of pixels.
+def _softmax(logits, add_to=None):
+    """`np_metrics.softmax` (float64 maths, float32 out) over blocks of pixel rows.
 
     The same values as ``softmax(logits)`` (every pixel is computed on its own); the float64
-    temporaries are those of ``_SOFTMAX_BLOCK`` elements, not of the whole (n, h, w, C) array.
+    temporaries are those of about ``_SOFTMAX_BLOCK`` elements, not of the whole array.
+
+    Args:
+        logits: float array (..., w, C), e.g. (n, h, w, C).
+        add_to: None, or a float32 array (h, w, C) of the shape of ``logits`` (h, w, C) (a
+            view into an accumulator): the probabilities are added into it block by block,
+            and no array of them is made.
+
+    Returns:
+        float32 array of the shape of ``logits``, or None with ``add_to``.
     """
-    logits = np.ascontiguousarray(logits, np.float32)
-    out = np.empty(logits.shape, np.float32)
-    classes = logits.shape[-1] if logits.ndim else 1
-    flat_in, flat_out = logits.reshape(-1, classes), out.reshape(-1, classes)
-    rows = max(1, _SOFTMAX_BLOCK // max(classes, 1))
-    for start in range(0, len(flat_in), rows):
-        flat_out[start:start + rows] = softmax(flat_in[start:start + rows])
+    logits = np.asarray(logits, np.float32)
+    out = None
+    if add_to is None:
+        out = np.empty(logits.shape, np.float32)
+        src = logits.reshape((-1,) + logits.shape[-2:])
+        dst = out.reshape(src.shape)
+    else:
+        src, dst = logits, add_to
+    step = max(1, _SOFTMAX_BLOCK // max(1, src[0].size))
+    for start in range(0, len(src), step):
+        if out is None:
+            dst[start:start + step] += softmax(src[start:start + step])
+        else:
+            dst[start:start + step] = softmax(src[start:start + step])
     return out
 
 
@@ -293,7 +310,8 @@ class PredictionEngine:
         """Window-averaged probabilities of a view (1, h, w, 3) of one image.
 
         Windows go to the runner ``batch_size`` at a time; each window's probabilities are
-        added in place into one float32 map, which is divided by the window count in place.
+        added, block by block as they are computed, into one float32 map, which is divided by
+        the window count in place.
         """
         _, h, w = x.shape[:3]
         wh, ww = min(self.sliding_window[0], h), min(self.sliding_window[1], w)
@@ -308,13 +326,13 @@ class PredictionEngine:
         for start in range(0, len(items), self.batch_size):
             chunk = items[start:start + self.batch_size]
             tiles = np.stack([x[i, y:y + wh, x0:x0 + ww] for i, y, x0 in chunk])
-            probs = _softmax(self._logits(tiles))
+            logits = self._logits(tiles)
             del tiles
             if total is None:
-                total = np.zeros((len(x), h, w, probs.shape[-1]), np.float32)
-            for j, (i, y, x0) in enumerate(chunk):
-                total[i, y:y + wh, x0:x0 + ww] += probs[j]
-            del probs  # (no loop variable keeps a view of it alive into the next call)
+                total = np.zeros((len(x), h, w, logits.shape[-1]), np.float32)
+            for j, (i, y, x0) in enumerate(chunk):  # softmax added straight into the sum
+                _softmax(logits[j], add_to=total[i, y:y + wh, x0:x0 + ww])
+            del logits
         return np.divide(total, count, out=total)
 
     def _chunk_probabilities(self, images):
@@ -342,6 +360,8 @@ class PredictionEngine:
             del scaled
         if views > 1:
             np.divide(total, np.float32(views), out=total)
+        if self.num_classes is None:
+            self.num_classes = int(total.shape[-1])
         return total
 
     # -- public ---------------------------------------------------------------------------
@@ -381,20 +401,17 @@ class PredictionEngine:
         """
         images, _ = self._as_batch(images)
         for chunk in self._chunks(images):
-            for i in range(len(chunk)):
-                yield chunk[i]
+            maps = list(chunk)
             del chunk
+            while maps:  # (popped: a suspended generator keeps no reference to a yielded map)
+                yield maps.pop(0)
 
     def _chunks(self, images):
         """Probabilities (n, H, W, C) of consecutive groups of images: one image at a time
         with ``sliding_window``, else ``batch_size`` images (one model call per view)."""
         step = 1 if self.sliding_window is not None else self.batch_size
         for start in range(0, len(images), step):
-            chunk = self._chunk_probabilities(images[start:start + step])
-            if self.num_classes is None:
-                self.num_classes = int(chunk.shape[-1])
-            yield chunk
-            del chunk
+            yield self._chunk_probabilities(images[start:start + step])  # (held by no local)
 
     def probabilities(self, images):
         """Class probabilities of a batch of images.
