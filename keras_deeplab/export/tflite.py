@@ -154,6 +154,7 @@ def tflite(
     )
     path = os.fspath(path)
     model_num_classes(model)  # fails early on an unbuilt model
+    model = _float32_copy(model)  # TFLite has no bfloat16 kernels
 
     frozen = trace(model, input_size, batch_size, uint8=uint8_input and quantization != "int8")
     calibration = None
@@ -192,6 +193,21 @@ def tflite(
             f"{parity['argmax_agreement']:.4f}; sidecar {sidecar}"
         )
     return record
+
+
+def _float32_copy(model):
+    """``model`` itself under a float32 policy, else its float32 copy (same config and
+    weights): a model built under "mixed_bfloat16" (`kd.training.set_precision`, "auto" on
+    bf16 CPUs) traces bfloat16 ops that the TFLite converter refuses."""
+    if getattr(model, "dtype_policy", None) is None or model.dtype_policy.name == "float32":
+        return model
+    config = model.get_config()
+    if "dtype" not in config:  # not a layer-style config: converted as it is
+        return model
+    config["dtype"] = "float32"
+    copy = type(model).from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _check_arguments(quantization, representative_data, input_size, batch_size,

@@ -318,7 +318,7 @@ def train(config, recipe=None):
     data, optim, ev = config.data, config.optim, config.eval
     num_classes = data.num_classes
     keras.utils.set_random_seed(config.seed)
-    set_precision(optim.precision)
+    previous_policy = set_precision(optim.precision)  # "auto" resolves here
     strategy = get_strategy(config.strategy)
     train_ds = load_dataset(data, data.train_split, training=True)
     val_ds = None
@@ -375,7 +375,9 @@ def train(config, recipe=None):
         overwrite=config.overwrite, verbose=config.verbose, backup_steps=config.backup_steps,
         accept_changes=config.accept_changes)
     write_manifest(run_dir, extra={"model": {"class": type(net).__name__,
-                                             "parameters": int(net.count_params())}})
+                                             "parameters": int(net.count_params()),
+                                             "dtype_policy": net.dtype_policy.name}})
+    keras.config.set_dtype_policy(previous_policy)  # the model keeps its own policy
     return {"run_dir": run_dir, "config": config, "history": history.history,
             "seconds": time.time() - start,
             "val_miou": history.history.get("val_miou", [None])[-1], "model": net}
