@@ -291,3 +291,254 @@ def test_deeplabv3plus_head_with_crop_size_image_pooling_equals_numpy(rng):
     # scale_dimension(33, 1/16) = int(32/16 + 1) = 3, scale_dimension(49, 1/16) = int(48/16 + 1) = 4
     want = np_tf_deeplab(model, features, (61, 83), (1, 2), crop_window=(3, 4), low_level="low")
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+# --- the model-zoo architectures ---------------------------------------------------------------
+
+from _model_checks import (  # noqa: E402
+    aspp_params,
+    bn_params,
+    check_config_round_trip,
+    check_fit_step,
+    check_keras_reload,
+    conv_bn_relu_params,
+    conv_params,
+    decoder_params,
+    trainable_count,
+    xception65_params,
+)
+
+from keras_deeplab.pretrained.registry import get_architecture  # noqa: E402
+
+ARCHS = ("deeplabv3plus_xception65", "deeplabv3_mobilenetv2", "deeplabv3plus_mobilenetv2")
+
+
+def mobilenet_v2_params():
+    """slim ``V2_DEF`` up to layer_18 (DeepLab's MobileNetV2, depth 1.0): ``Conv`` 3x3/32,
+    ``expanded_conv`` (expansion 1: depthwise + project to 16), then (out, repeats) =
+    (24, 2), (32, 3), (64, 4), (96, 3), (160, 3), (320, 1) with expansion 6; every conv
+    bias-free and batch-normed; no ``Conv_1``."""
+    total = conv_bn_relu_params(3, 32, 3)
+    total += 9 * 32 + bn_params(32) + conv_bn_relu_params(32, 16, 1)
+    cin = 16
+    for cout, repeats in ((24, 2), (32, 3), (64, 4), (96, 3), (160, 3), (320, 1)):
+        for _ in range(repeats):
+            inner = 6 * cin
+            total += conv_bn_relu_params(cin, inner, 1) + 9 * inner + bn_params(inner)
+            total += conv_bn_relu_params(inner, cout, 1)
+            cin = cout
+    return total
+
+
+#: Trainable parameters from the original's layer table (model.py head: ASPP depth 256,
+#: image pooling, separable atrous branches, concat_projection; decoder 48 + two separable
+#: 256 convs; logits/semantic with bias), for 21 classes.
+EXPECTED_PARAMS = {
+    "deeplabv3plus_xception65": lambda: (
+        xception65_params() + aspp_params(2048, 256, 3, separable=True)
+        + decoder_params(256, 256, 256, 48, 2, separable=True) + conv_params(1, 256, 21)),
+    "deeplabv3_mobilenetv2": lambda: (
+        mobilenet_v2_params() + aspp_params(320, 256, 0) + conv_params(1, 256, 21)),
+    "deeplabv3plus_mobilenetv2": lambda: (
+        mobilenet_v2_params() + aspp_params(320, 256, 0)
+        + decoder_params(256, 144, 256, 48, 2, separable=True) + conv_params(1, 256, 21)),
+}
+
+
+@pytest.fixture(scope="module")
+def archs():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = get_architecture(name).build(21, False)
+        return cache[name]
+
+    return get
+
+
+def _calibrate_bn(model, images):
+    """Sets every batch norm's moving statistics to its batch statistics on ``images`` (one
+    training-mode pass with momentum 0): a random network whose activations neither vanish
+    nor explode, so the logits vary over the image as a trained model's do."""
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(images, training=True)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    return model
+
+
+def _photos(rng, n, height, width):
+    """Smooth random images (blobs of colour), more like photos than per-pixel noise."""
+    coarse = rng.uniform(0, 255, size=(n, 5, 6, 3)).astype("float32")
+    images = np.asarray(keras.ops.image.resize(coarse, (height, width)))
+    return np.clip(images + rng.normal(0, 8, images.shape), 0, 255).astype("float32")
+
+
+def test_mobilenetv2_known_published_backbone_size():
+    # Cross-check of the table above: keras.applications' MobileNetV2 (include_top=False)
+    # minus its Conv_1 (320 -> 1280) and Conv_1_bn is the same network.
+    ref = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(224, 224, 3))
+    conv_1 = trainable_count(ref.get_layer("Conv_1")) + trainable_count(ref.get_layer("Conv_1_bn"))
+    assert trainable_count(ref) - conv_1 == mobilenet_v2_params()
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_architecture_parameter_counts_equal_the_original_layer_table(name, archs):
+    model = archs(name)
+    assert trainable_count(model) == EXPECTED_PARAMS[name]()
+    assert model.output_stride == 16 and model.backbone.output_stride == 16
+    assert model.name == name
+
+
+def test_architecture_configs_round_trip(archs):
+    for name in ARCHS:
+        clone = check_config_round_trip(archs(name))
+        assert [w.shape for w in clone.weights] == [w.shape for w in archs(name).weights]
+        assert isinstance(archs(name).get_config()["backbone"], dict)  # a serialized instance
+
+
+def test_mobilenetv2_plus_reloads_and_trains(tmp_path, rng):
+    model = get_architecture("deeplabv3plus_mobilenetv2").build(4, False)
+    x = rng.uniform(0, 255, size=(2, 49, 67, 3)).astype("float32")
+    _calibrate_bn(model, _photos(rng, 4, 49, 67))
+    check_keras_reload(model, x, str(tmp_path / "m.keras"))
+    check_fit_step(model, x)
+
+
+def test_with_output_stride_8_keeps_weights_and_doubles_rates(archs, rng):
+    model = archs("deeplabv3plus_xception65")
+    assert [model.get_layer(f"aspp{i}_depthwise").dilation_rate for i in (1, 2, 3)] == [
+        (6, 6), (12, 12), (18, 18)]
+    os8 = kd.models.with_output_stride(model, 8)
+    assert os8.output_stride == 8 and os8.backbone.output_stride == 8
+    assert os8.backbone.name == "xception_65" and type(os8) is kd.models.TFDeepLab
+    assert [os8.get_layer(f"aspp{i}_depthwise").dilation_rate for i in (1, 2, 3)] == [
+        (12, 12), (24, 24), (36, 36)]
+    assert [w.path for w in os8.weights] == [w.path for w in model.weights]
+    for a, b in zip(os8.weights, model.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    x = rng.uniform(0, 255, size=(1, 33, 41, 3)).astype("float32")
+    assert os8.predict(x, verbose=0).shape == (1, 33, 41, 21)
+    with pytest.raises(ValueError, match=r"output_stride must be one of \(8, 16, 32\)"):
+        kd.models.with_output_stride(model, 4)
+
+
+def test_predictor_runs_the_mobilenetv2_model_at_output_stride_8(rng):
+    model = get_architecture("deeplabv3_mobilenetv2").build(21, False)
+    images = _photos(rng, 4, 37, 45)
+    image = images[0]
+    _calibrate_bn(model, images)
+    predictor = kd.inference.Predictor(model, output_stride=8)
+    log_probs = predictor.logits(image)  # the Predictor returns log-probabilities
+    assert log_probs.shape == (37, 45, 21)
+    rebuilt = kd.models.with_output_stride(model, 8)
+    assert rebuilt.backbone.get_layer("block_16_depthwise").dilation_rate == (4, 4)
+    assert rebuilt.get_config()["aspp_rates"] == ()
+    logits = rebuilt.predict(image[None], verbose=0)[0].astype(np.float64)
+    want = logits - logits.max(-1, keepdims=True)
+    want -= np.log(np.exp(want).sum(-1, keepdims=True))
+    assert np.ptp(want.argmax(-1)) > 0  # not a constant map
+    np.testing.assert_allclose(log_probs, want, atol=1e-4)
+
+
+def test_decoder_output_stride_and_low_level_feature_errors():
+    with pytest.raises(ValueError, match=r"decoder_output_stride=8.*\(None, 4\)"):
+        kd.models.TFDeepLab(3, backbone="resnet18", backbone_kwargs={"base_filters": 8},
+                            decoder_output_stride=8)
+    with pytest.raises(ValueError, match="low_level_feature='C2_depthwise' is not a feature"):
+        kd.models.TFDeepLab(3, backbone="resnet18", backbone_kwargs={"base_filters": 8},
+                            low_level_feature="C2_depthwise")
+    with pytest.raises(ValueError, match="image_pooling_crop_size"):
+        kd.models.TFDeepLab(3, backbone="resnet18", backbone_kwargs={"base_filters": 8},
+                            image_pooling_crop_size=(0, 513))
+
+
+# --- TFLite -----------------------------------------------------------------------------------
+
+
+def _resize_options(path):
+    """(align_corners, half_pixel_centers) of every RESIZE_BILINEAR op, from the flatbuffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    with open(path, "rb") as f:
+        model = schema.ModelT.InitFromPackedBuf(bytearray(f.read()), 0)
+    codes = [max(int(c.builtinCode), int(c.deprecatedBuiltinCode)) for c in model.operatorCodes]
+    return [(bool(op.builtinOptions.alignCorners), bool(op.builtinOptions.halfPixelCenters))
+            for sub in model.subgraphs for op in sub.operators
+            if codes[op.opcodeIndex] == schema.BuiltinOperator.RESIZE_BILINEAR]
+
+
+#: int8 argmax agreement the gate demands of these random-weight models. Measured (2 parity
+#: images, 6 calibration images, 65x65): 0.976 for deeplabv3_mobilenetv2, 0.769 for
+#: deeplabv3plus_mobilenetv2. Random networks have near-tie logits that int8 noise flips,
+#: so this bounds a broken export (agreement near 1 / num_classes), not the quality of int8.
+INT8_MIN_AGREEMENT = 0.7
+
+
+@pytest.mark.large  # ~50 s each on two cores (fp32 + int8 conversion of a 2.3M-parameter model)
+@pytest.mark.parametrize("name", ["deeplabv3_mobilenetv2", "deeplabv3plus_mobilenetv2"])
+def test_tflite_export_passes_the_parity_gate(name, tmp_path, rng):
+    """fp32 at a dynamic size (logits within 1e-4, relative to their largest magnitude) and
+    int8 (argmax agreement), with native dilated depthwise convs and align-corners
+    RESIZE_BILINEAR ops; the reference is the LiteRT interpreter inside the gate."""
+    model = get_architecture(name).build(6, False)
+    calibration = _photos(rng, 6, 65, 65)
+    _calibrate_bn(model, calibration)
+    sample = _photos(rng, 2, 57, 73)
+    info = kd.export.tflite(model, str(tmp_path / "fp32.tflite"), sample_data=sample,
+                            num_parity_images=2, min_argmax_agreement=0.999, verbose=False)
+    assert info["dynamic_input_size"]
+    parity = info["parity"]
+    assert parity["max_abs_diff_logits"] <= 1e-4 * max(1.0, parity["max_abs_logit_keras"])
+    assert parity["max_abs_diff_probabilities"] <= 1e-4
+    assert any(d["op"] == "DEPTHWISE_CONV_2D" and d["dilation"] == [2, 2]
+               for d in info["ops"]["dilated_convolutions"])
+    ops = set(info["ops"]["op_counts"])
+    assert not ops & {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+    resizes = _resize_options(tmp_path / "fp32.tflite")
+    # image pooling broadcast + final resize (+ decoder resize): all corner-aligned.
+    assert resizes and set(resizes) == {(True, False)}
+    assert len(resizes) == (3 if "plus" in name else 2)
+
+    info8 = kd.export.tflite(model, str(tmp_path / "int8.tflite"), quantization="int8",
+                             representative_data=calibration, input_size=(65, 65),
+                             sample_data=_photos(rng, 2, 65, 65), num_parity_images=2,
+                             min_argmax_agreement=INT8_MIN_AGREEMENT, verbose=False)
+    assert info8["quantization"] == "int8"
+    assert info8["parity"]["argmax_agreement"] >= INT8_MIN_AGREEMENT
+
+
+# --- JAX / PyTorch ------------------------------------------------------------------------------
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_logits_agree_across_backends(backend, tmp_path, rng):
+    """deeplabv3plus_mobilenetv2 (dilated depthwise backbone, image pooling, decoder on
+    C2_depthwise) and a TFDeepLab with separable atrous ASPP branches and crop-size image
+    pooling give the TensorFlow logits (<= 1e-4) under JAX and PyTorch."""
+    x = _photos(rng, 2, 57, 73)
+    np.save(tmp_path / "x.npy", x)
+    models = {
+        "plus_mnv2": get_architecture("deeplabv3plus_mobilenetv2").build(5, False),
+        "atrous_crop": kd.models.TFDeepLab(
+            num_classes=4, backbone="mobilenetv2", backbone_kwargs={"alpha": 0.35},
+            aspp_rates=(2, 3), image_pooling_crop_size=(33, 49), aspp_filters=16,
+            decoder_filters=16, low_level_filters=8),
+    }
+    paths, expected = [], {}
+    for name, model in models.items():
+        _calibrate_bn(model, _photos(rng, 4, 57, 73))
+        paths.append(tmp_path / f"{name}.keras")
+        model.save(paths[-1])
+        expected[str(paths[-1])] = model.predict(x, verbose=0)
+    for path, got in _run_worker(backend, tmp_path / "x.npy", paths).items():
+        want = expected[path]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, np.abs(want).max()), rtol=1e-4,
+                                   err_msg=f"{path} on {backend}")
