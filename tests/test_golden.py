@@ -1,6 +1,6 @@
-"""Golden outputs: every preset at 64 px, with fixed weights and a fixed image, gives the
-logits stored in tests/golden/<preset>.npz (written by tests/golden/make_golden.py), so an
-architectural change (a layer, rate, stride, resize or weight order) fails here."""
+"""Golden outputs: every preset (and TF DeepLab architecture) at 64 px, with fixed weights
+and a fixed image, gives the logits stored in tests/golden/<name>.npz (written by
+tests/golden/make_golden.py), so an architectural change (a layer, rate, stride, resize or weight order) fails here."""
 
 import os
 import sys
@@ -9,23 +9,25 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden"))
-from make_golden import HERE, golden_outputs  # noqa: E402
+from make_golden import HERE, TF_DEEPLAB_ARCHS, golden_outputs  # noqa: E402
 
 from keras_deeplab.models.presets import PRESETS  # noqa: E402
 
 # Presets above ~30M parameters take tens of seconds to build on two CPU cores.
 LARGE = {name for name in PRESETS if "resnet101" in name or "vgg16" in name or "fcn" in name}
+LARGE.add("deeplabv3plus_xception65")
+NAMES = [*PRESETS, *TF_DEEPLAB_ARCHS]
 
 
 def test_every_preset_has_a_golden_file_under_100_kb():
-    for name in PRESETS:
+    for name in NAMES:
         path = os.path.join(HERE, f"{name}.npz")
         assert os.path.exists(path), f"run tests/golden/make_golden.py {name}"
         assert os.path.getsize(path) < 100_000
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.large) if n in LARGE else n
-                                  for n in sorted(PRESETS)])
+                                  for n in sorted(NAMES)])
 def test_preset_matches_its_golden_output(name):
     stored = np.load(os.path.join(HERE, f"{name}.npz"))
     got = golden_outputs(name)

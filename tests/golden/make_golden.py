@@ -1,4 +1,6 @@
-"""Writes the golden outputs of every preset (``keras_deeplab.models.PRESETS``) at 64 px.
+"""Writes the golden outputs of every preset (``keras_deeplab.models.PRESETS``) and of the
+TensorFlow DeepLab model-zoo architectures (`TF_DEEPLAB_ARCHS`, built by their registered
+``build`` with 21 classes) at 64 px.
 
 Each preset is built as listed, given deterministic weights that do not depend on Keras'
 initializers (weight ``i`` in ``model.weights`` order drawn from ``default_rng(i)``:
@@ -16,7 +18,7 @@ atrous rate >= 4 there only ever hits its centre tap (and zero padding); changin
 ASPP rate 18 to 24 is invisible, changing 6 to 2 is not. Regenerate only for an intended architecture change
 and say so in the commit:
 
-    KERAS_BACKEND=tensorflow python tests/golden/make_golden.py [preset ...]
+    KERAS_BACKEND=tensorflow python tests/golden/make_golden.py [preset or arch ...]
 """
 
 import os
@@ -25,6 +27,8 @@ import sys
 import numpy as np
 
 SIZE = 64
+#: Registered architectures (keras_deeplab.pretrained) with a golden file of their own.
+TF_DEEPLAB_ARCHS = ("deeplabv3plus_xception65", "deeplabv3_mobilenetv2", "deeplabv3plus_mobilenetv2")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -47,13 +51,25 @@ def set_deterministic_weights(model):
         w.assign(value.astype(w.dtype))
 
 
+def build(name):
+    """Preset ``name``, or the registered architecture ``name`` with 21 classes."""
+    from keras_deeplab.models.presets import PRESETS, from_preset
+
+    if name in PRESETS:
+        return from_preset(name)
+    if name in TF_DEEPLAB_ARCHS:
+        import keras_deeplab.models  # noqa: F401  (registers the architectures)
+        from keras_deeplab.pretrained.registry import get_architecture
+
+        return get_architecture(name).build(21, False)
+    raise ValueError(f"{name!r} is neither a preset nor one of {TF_DEEPLAB_ARCHS}.")
+
+
 def golden_outputs(name):
-    """The stored quantities of preset ``name`` (see the module docstring)."""
+    """The stored quantities of preset or architecture ``name`` (see the module docstring)."""
     import keras
 
-    from keras_deeplab.models.presets import from_preset
-
-    model = from_preset(name)
+    model = build(name)
     set_deterministic_weights(model)
     out = model.predict(golden_image(), verbose=0)
     logits = np.asarray(out["logits"] if isinstance(out, dict) else out, np.float32)[0]
@@ -70,7 +86,7 @@ def golden_outputs(name):
 def main(names):
     from keras_deeplab.models.presets import PRESETS
 
-    for name in names or sorted(PRESETS):
+    for name in names or [*sorted(PRESETS), *TF_DEEPLAB_ARCHS]:
         path = os.path.join(HERE, f"{name}.npz")
         np.savez_compressed(path, **golden_outputs(name))
         print(f"{path}: {os.path.getsize(path)} bytes")
