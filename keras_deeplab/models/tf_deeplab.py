@@ -17,6 +17,7 @@ from keras_deeplab.layers.resize import ResizeLike
 from keras_deeplab.layers.separable import conv_bn, separable_conv_bn
 from keras_deeplab.models.base import SegmentationModel, default_aspp_rates, resolve_backbone
 from keras_deeplab.pretrained.registry import register_architecture
+from keras_deeplab.pretrained.tf_checkpoint import tf_named_layers
 from keras_deeplab.utils import as_pair, register
 
 #: Batch norm of the ASPP and decoder (model.py ``batch_norm_params``; the backbones use 1e-3).
@@ -262,12 +263,6 @@ def mobilenet_v2_scope(layer_name):
                      "(keras_deeplab/models/tf_deeplab.py: mobilenet_v2_scope).")
 
 
-def _tf_named_layers(model):
-    from keras_deeplab.pretrained.tf_checkpoint import tf_named_layers
-
-    return tf_named_layers(model)
-
-
 def tf_deeplab_named_layers(model):
     """``map_keys`` of the TF DeepLab architectures: ``{TF variable scope: layer}``.
 
@@ -278,7 +273,7 @@ def tf_deeplab_named_layers(model):
     mobilenet = {id(layer) for sub in model.layers if isinstance(sub, MobileNetV2Backbone)
                  for layer in sub.layers}
     mapping = {}
-    for scope, layer in _tf_named_layers(model).items():
+    for scope, layer in tf_named_layers(model).items():
         if id(layer) in mobilenet:
             scope = f"{MOBILENET_V2_SCOPE}/{mobilenet_v2_scope(layer.name)}"
         mapping[scope] = layer
