@@ -542,3 +542,21 @@ def test_logits_agree_across_backends(backend, tmp_path, rng):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, np.abs(want).max()), rtol=1e-4,
                                    err_msg=f"{path} on {backend}")
+
+
+@pytest.mark.large  # Xception-65 (41M parameters): about a minute on two cores
+def test_xception65_tflite_float32_has_native_dilated_separable_aspp(archs, tmp_path, rng):
+    """The ASPP's atrous depthwise convs (rates 6/12/18 at OS16) are single native dilated
+    DEPTHWISE_CONV_2D ops, and the float32 export passes the parity gate (LiteRT vs Keras)."""
+    model = get_architecture("deeplabv3plus_xception65").build(21, False)
+    _calibrate_bn(model, _photos(rng, 4, 65, 65))
+    info = kd.export.tflite(model, str(tmp_path / "x65.tflite"), sample_data=_photos(rng, 1, 65, 81),
+                            num_parity_images=1, min_argmax_agreement=0.999, verbose=False)
+    parity = info["parity"]
+    # Relative to the logits' scale (tens here: float32 rounding through 65 layers).
+    assert parity["max_abs_diff_logits"] <= 1e-4 * max(1.0, parity["max_abs_logit_keras"])
+    dilated = {(d["op"], d["dilation"][0]) for d in info["ops"]["dilated_convolutions"]}
+    assert {("DEPTHWISE_CONV_2D", r) for r in (6, 12, 18)} <= dilated
+    # exit_flow/block2 runs at rate 2 at OS16 (its stride became dilation)
+    assert ("DEPTHWISE_CONV_2D", 2) in dilated
+    assert set(_resize_options(tmp_path / "x65.tflite")) == {(True, False)}
