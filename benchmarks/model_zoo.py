@@ -4,8 +4,10 @@ Columns: name, source, classes, the source's published mIoU / pixel accuracy (qu
 measured here, with its evaluation setting), our model's parameter count, and multiply-adds
 of its conv layers for one ``--size`` x ``--size`` image (counted by recording every Conv2D /
 DepthwiseConv2D call of a forward pass: ``H_out * W_out * k_h * k_w * C_in / groups * C_out``),
-next to the source's published figure where it has one (torchvision's ``_ops``, which it
-labels GFLOPS; the TF DeepLab model zoo publishes multiply-adds for other settings only).
+next to the source's published figure where the registry records one (torchvision's
+``_ops``, which it labels GFLOPS). The TF DeepLab model zoo publishes multiply-adds at its
+own evaluation crop (PASCAL VOC 513x513 at OS16: 54.17B Xception-65, 2.75B MobileNetV2;
+Cityscapes 1025x2049: 418.64B / 21.27B); compare with ``--size 513``.
 With ``--tflite``, also the sizes of the ``kd.export.tflite`` files (float32 and int8, fixed
 ``--size`` input, main logits only), exported once per (architecture, class count). No
 weights are downloaded (random init: counts and file sizes do not depend on the values; int8
