@@ -512,22 +512,14 @@ def _resize_options(path):
             if codes[op.opcodeIndex] == schema.BuiltinOperator.RESIZE_BILINEAR]
 
 
-#: int8 argmax agreement the gate demands of these random-weight models. Measured (2 parity
-#: images, 6 calibration images, 65x65): 0.976 for deeplabv3_mobilenetv2, 0.769 for
-#: deeplabv3plus_mobilenetv2. Random networks have near-tie logits that int8 noise flips,
-#: so this bounds a broken export (agreement near 1 / num_classes), not the quality of int8.
-INT8_MIN_AGREEMENT = 0.7
-
-
-@pytest.mark.large  # ~50 s each on two cores (fp32 + int8 conversion of a 2.3M-parameter model)
+@pytest.mark.large  # ~25 s each on two cores (conversion of a 2.3M-parameter model)
 @pytest.mark.parametrize("name", ["deeplabv3_mobilenetv2", "deeplabv3plus_mobilenetv2"])
-def test_tflite_export_passes_the_parity_gate(name, tmp_path, rng):
-    """fp32 at a dynamic size (logits within 1e-4, relative to their largest magnitude) and
-    int8 (argmax agreement), with native dilated depthwise convs and align-corners
-    RESIZE_BILINEAR ops; the reference is the LiteRT interpreter inside the gate."""
+def test_tflite_float32_export_passes_the_parity_gate(name, tmp_path, rng):
+    """float32 at a dynamic size: logits within 1e-4 (relative to their largest magnitude) of
+    Keras in the LiteRT interpreter, native dilated depthwise convs, align-corners
+    RESIZE_BILINEAR ops only."""
     model = get_architecture(name).build(6, False)
-    calibration = _photos(rng, 6, 65, 65)
-    _calibrate_bn(model, calibration)
+    _calibrate_bn(model, _photos(rng, 6, 65, 65))
     sample = _photos(rng, 2, 57, 73)
     info = kd.export.tflite(model, str(tmp_path / "fp32.tflite"), sample_data=sample,
                             num_parity_images=2, min_argmax_agreement=0.999, verbose=False)
@@ -544,12 +536,33 @@ def test_tflite_export_passes_the_parity_gate(name, tmp_path, rng):
     assert resizes and set(resizes) == {(True, False)}
     assert len(resizes) == (3 if "plus" in name else 2)
 
-    info8 = kd.export.tflite(model, str(tmp_path / "int8.tflite"), quantization="int8",
-                             representative_data=calibration, input_size=(65, 65),
-                             sample_data=_photos(rng, 2, 65, 65), num_parity_images=2,
-                             min_argmax_agreement=INT8_MIN_AGREEMENT, verbose=False)
-    assert info8["quantization"] == "int8"
-    assert info8["parity"]["argmax_agreement"] >= INT8_MIN_AGREEMENT
+
+@pytest.mark.large  # ~45 s on two cores (10 epochs on 48 64x64 images, int8 conversion)
+def test_tflite_int8_of_a_trained_model_passes_the_parity_gate(tmp_path):
+    """int8 through the parity gate (argmax agreement >= 0.98, mIoU within 0.01) for
+    deeplabv3plus_mobilenetv2 (the decoder model: every op of the mobile archs) trained for a
+    few epochs on an easy task (coloured rectangles): a random network's near-tie logits make
+    agreement meaningless (0.5-0.98 measured). deeplabv3_mobilenetv2 (OS16 logits, 4x4 at
+    64 px) learns too little in 10 epochs to be a fair case."""
+    from test_export import _easy_data
+
+    model = get_architecture("deeplabv3plus_mobilenetv2").build(4, False)
+    images, masks = _easy_data(48)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images, masks[..., None], batch_size=8, epochs=10, verbose=0)
+    # Ten epochs leave the moving statistics (momentum 0.999 / 0.9997) far from the batch
+    # statistics the weights were trained with: set them as a converged run would have them.
+    _calibrate_bn(model, images[:24])
+    test_images, test_masks = _easy_data(16, seed=1)
+    assert (model.predict(test_images, verbose=0).argmax(-1) == test_masks).mean() > 0.9
+    info = kd.export.tflite(model, str(tmp_path / "int8.tflite"), quantization="int8",
+                            representative_data=images[:8], input_size=(64, 64),
+                            sample_data=(test_images[:8], test_masks[:8]), num_parity_images=8,
+                            min_argmax_agreement=0.98, verbose=False)
+    assert info["quantization"] == "int8" and info["parity"]["argmax_agreement"] >= 0.98
+    assert abs(info["parity"]["miou_delta"]) < 0.01
+    assert not set(info["ops"]["op_counts"]) & {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
 
 
 # --- JAX / PyTorch ------------------------------------------------------------------------------
