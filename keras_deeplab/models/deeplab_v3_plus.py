@@ -25,8 +25,10 @@ class DeepLabV3Plus(SegmentationModel):
 
     Args:
         num_classes: int. Number of classes (the ignore label is not one of them).
-        backbone: str or `keras_deeplab.backbones.Backbone`. "resnet18/34/50/101/152", "mobilenetv2", "vgg16" or
-            a backbone instance. Defaults to "resnet50".
+        backbone: str or `keras_deeplab.backbones.Backbone`. "resnet18/34/50/101/152", "mobilenetv2", "vgg16",
+            "xception65" (DeepLab's aligned Xception-65, trained from scratch; the model
+            zoo's exact graph and weights are `TFDeepLab` / ``from_pretrained``) or a
+            backbone instance. Defaults to "resnet50".
         output_stride: int or None. 8, 16 or 32; None means 16 (or the instance's).
         backbone_weights: None, "imagenet" or a keras.applications weights file.
             Defaults to None. Not kept in the config (weights are saved with the model).
