@@ -483,7 +483,11 @@ class OptimConfig:
         loss: str. One of `LOSSES`. Defaults to "ce".
         class_weighting: str or None. One of `kd.training.class_weights.METHODS`.
         aux_weight: float. Loss weight of the auxiliary head; > 0 adds the head. Defaults to 0.
-        precision: str. One of `kd.training.PRECISIONS`. Defaults to "float32".
+        precision: str. One of `kd.training.PRECISIONS`; "auto" picks mixed_bfloat16 on a
+            CPU-only backend whose CPU has AVX512_BF16/AMX, else float32
+            (`kd.training.set_precision`; the manifest's ``model.dtype_policy`` records the
+            result). Defaults to "float32" (bf16 accuracy parity on the demo is not shown:
+            `benchmarks/RESULTS.md`).
 
     Raises:
         ValueError: naming the flag, for unknown names, out-of-range numbers, or class

@@ -95,18 +95,27 @@ def resolve_precision(precision="auto"):
 def set_precision(precision="float32"):
     """Sets Keras' global dtype policy; returns the previous policy name.
 
+    The default of `OptimConfig.precision` (``keras-deeplab train --precision``) and of the
+    demo is "float32"; "auto" is opt-in (see below).
+
     - ``"auto"``: `resolve_precision` picks ``"mixed_bfloat16"`` on a CPU-only backend whose
       CPU has AVX512_BF16 or AMX (``/proc/cpuinfo`` flags ``avx512_bf16`` / ``amx_bf16``),
-      else ``"float32"``. Accuracy parity of bf16 with float32 on the demo:
-      `benchmarks/RESULTS.md`, "bf16 accuracy parity".
+      else ``"float32"`` (also whenever a GPU/TPU is visible: ask for a mixed policy
+      explicitly there). Opt-in, not the default: on the demo (two seeds, CPU with
+      AVX512_BF16) bf16's DeepLabv3+ test mIoU was 1.55 points below and 2.18 points above
+      float32's, with every demo target met; float32's own seed-to-seed spread was 1.5
+      points, so parity within 0.5 points is neither shown nor ruled out
+      (`benchmarks/RESULTS.md`, "bf16 accuracy parity").
     - ``"mixed_bfloat16"``: bfloat16 compute, float32 variables; no loss scaling needed.
       For TPUs and CPUs with AMX or AVX512_BF16: on a 2-core CPU with AVX512_BF16 a
-      DeepLabV3-ResNet50 ran inference ~1.6x and training ~1.35x faster than in float32
-      (`benchmarks/RESULTS.md`). Without them TensorFlow has no fast bfloat16
-      convolutions: on a CPU with AVX2 only a bf16 training step was 6x *slower*, which
-      is why "auto" checks the CPU. Training with ``jit_compile=True`` under this policy
-      fails in XLA on TF 2.21 ("Seen floating point types of different precisions" in the
-      gradient of the ASPP dropout); train bf16 without XLA.
+      DeepLabV3-ResNet50 ran inference ~1.6x and training ~1.35x faster than in float32,
+      the demo's DeepLabv3+ trained ~1.3x faster (`benchmarks/RESULTS.md`; shared machine).
+      Without those instructions TensorFlow has no fast bfloat16 convolutions: on a CPU
+      with AVX2 only a bf16 training step was 6x *slower*, which is why "auto" checks the
+      CPU. Training with ``jit_compile=True`` under this policy fails in XLA on TF 2.21
+      ("Seen floating point types of different precisions" in the gradient of the ASPP
+      dropout); train bf16 without XLA. `kd.export.tflite` converts such a model's float32
+      copy (TFLite has no bf16 kernels).
     - ``"mixed_float16"``: float16 compute for GPUs with tensor cores; `model.compile` wraps
       the optimizer in `keras.optimizers.LossScaleOptimizer` automatically.
     - ``"float32"``: full precision.
