@@ -151,3 +151,22 @@ def test_a_bfloat16_model_exports_to_tflite_with_float32_kernels(rng, tmp_path, 
     ref = keras.ops.convert_to_numpy(reference(image))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     assert bf16.dtype_policy.name == "mixed_bfloat16"  # the model itself is left as it was
+
+
+def test_a_run_records_auto_and_the_policy_it_resolved_to(cpu, tmp_path, restore_policy):
+    from keras_deeplab.training import experiment
+    from keras_deeplab.training.manifest import read_manifest
+
+    cpu(ZEN4)
+    keras.config.set_dtype_policy("float32")
+    config = C.RunConfig(
+        data=C.DataConfig("synthetic", num_classes=3, synthetic=True, synthetic_images=4,
+                          image_size=32),
+        model=C.ModelConfig("fcn"), optim=C.OptimConfig(epochs=1, precision="auto"),
+        runs_dir=str(tmp_path), run_name="run", tensorboard=False, verbose=0)
+    summary = experiment.train(config)
+    manifest = read_manifest(summary["run_dir"])
+    assert manifest["config"]["optim"]["precision"] == "auto"
+    assert manifest["model"]["dtype_policy"] == "mixed_bfloat16"
+    assert summary["model"].dtype_policy.name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
