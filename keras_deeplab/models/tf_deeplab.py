@@ -50,6 +50,14 @@ def _image_pooling(x, filters, crop_size, output_stride):
         pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name="image_pooling-pool")(x)
     else:
         window = tuple(scale_dimension(c, 1.0 / output_stride) for c in crop_size)
+        feature = tuple(x.shape[1:3])
+        if any(f is not None and f < w for f, w in zip(feature, window)):
+            raise ValueError(
+                f"TFDeepLab: image_pooling_crop_size={tuple(crop_size)} pools {window} feature "
+                f"pixels at output stride {output_stride}, but input_shape gives a {feature} "
+                "feature map: the input must be at least the crop size (the original pads "
+                "its input to the crop size). Give a larger input_shape, a smaller "
+                "image_pooling_crop_size, or None (global pooling).")
         pooled = keras.layers.AveragePooling2D(window, strides=1, padding="valid",
                                                name="image_pooling-pool")(x)
     pooled = _head_conv(pooled, filters, "image_pooling")
@@ -103,7 +111,13 @@ class TFDeepLab(SegmentationModel):
             original's ``image_pooling_crop_size``: an average pool of
             ``scale_dimension(crop, 1 / output_stride)`` pixels, stride 1
             (``image_pooling_stride`` 1), "valid" padding, then resized (align corners)
-            back to the feature map; the input must then be at least the crop size.
+            back to the feature map; the input must then be at least the crop size (the
+            original pads its input to the crop size: pad smaller images to it yourself,
+            or export with ``input_size`` = the crop size, whose runner
+            ``kd.inference.Predictor`` pads smaller inputs for). A static
+            ``input_shape`` smaller than that raises ValueError here; with a dynamic input
+            shape a smaller image fails when called (TF: InvalidArgumentError "output size
+            would be negative" from the average pool).
             Defaults to None.
         decoder_output_stride: 4 or None. 4 adds the DeepLabv3+ decoder; None returns the
             ASPP logits (DeepLabv3). Defaults to 4.
@@ -128,7 +142,8 @@ class TFDeepLab(SegmentationModel):
         ValueError: an output stride other than 8, 16 or 32 (also through
             ``kd.models.with_output_stride``); ``decoder_output_stride`` not 4 or None; a
             ``low_level_feature`` the backbone does not have (the message lists its keys);
-            an ``image_pooling_crop_size`` that is not two positive ints; an instance
+            an ``image_pooling_crop_size`` that is not two positive ints, or larger than a
+            static ``input_shape`` (its pooling window exceeds the feature map); an instance
             given with another ``output_stride``.
 
     Example:
