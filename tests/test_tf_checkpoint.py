@@ -554,3 +554,119 @@ def test_xception65_backbone_takes_exactly_the_original_backbone_variables():
                                "-BatchNorm")
     assert marked.endswith("separable_conv3_pointwise/BatchNorm/moving_variance")
     np.testing.assert_array_equal(np.asarray(layer.moving_variance), variables[marked])
+
+
+# --- class count and architecture in the errors (review of issue 12) -----------------------------
+def test_checkpoint_name_with_another_class_count_is_refused_naming_the_fitting_one(
+        zoo_checkpoint, tmp_path):
+    arch = "deeplabv3_mobilenetv2"
+    _require(arch)
+    prefix, _ = zoo_checkpoint(arch, 21)  # a VOC-sized file
+    out = tmp_path / "x.keras"
+    with pytest.raises(ValueError) as info:
+        convert_file(prefix, source="tf-deeplab", arch=f"{arch}.tf_cityscapes_trainfine",
+                     output=str(out))
+    message = str(info.value)
+    assert prefix in message and "21 classes" in message and "19" in message
+    assert f"{arch}.tf_voc_trainaug" in message and "bare architecture name" in message
+    assert not out.exists()
+    # the CLI: a non-zero exit and no model written
+    assert cli.main(["convert", "--from", "tf-deeplab", prefix, "--arch",
+                     f"{arch}.tf_cityscapes_trainfine", "--output", str(out)]) != 0
+    assert not out.exists()
+    # the bare architecture converts it (class count read from the file)
+    assert convert_file(prefix, source="tf-deeplab", arch=arch).output_shape[-1] == 21
+
+
+@pytest.mark.convert
+def test_torchvision_checkpoint_name_with_another_class_count_is_refused(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = str(tmp_path / "fcn_5_classes.pth")
+    # the class count is read from the final classifier conv before anything is built
+    torch.save({"classifier.4.weight": torch.zeros(5, 512, 1, 1),
+                "classifier.4.bias": torch.zeros(5)}, path)
+    with pytest.raises(ValueError) as info:
+        convert_file(path, arch="fcn_resnet50.torchvision_coco_voc")
+    message = str(info.value)
+    assert path in message and "5 classes" in message and "21" in message
+    assert "no registered checkpoint of fcn_resnet50 has 5 classes" in message
+
+
+def test_from_pretrained_with_another_class_count_says_both_counts(zoo_checkpoint, tmp_path):
+    arch = "deeplabv3_mobilenetv2"
+    _require(arch)
+    prefix, _ = zoo_checkpoint(arch, 19)  # a Cityscapes-sized file for the VOC name
+    name = f"{arch}.tf_voc_trainaug"
+    with pytest.raises(ValueError) as info:
+        from_pretrained(name, weights=prefix, cache_dir=str(tmp_path / "cache"))
+    message = str(info.value)
+    lines = message.splitlines()
+    assert prefix in lines[0] and name in lines[0]
+    assert lines[1].startswith(f"The file has 19 classes, {name} has 21")
+    assert f"{arch}.tf_cityscapes_trainfine" in lines[1]
+    # the full list follows, without a transform arrow (TF layout = Keras layout)
+    assert "logits/semantic/weights: source (1, 1, 256, 19), model" in message
+    assert "->" not in message
+
+
+def test_file_of_another_architecture_names_its_top_scope(zoo_checkpoint, tiny_arch):
+    _require("deeplabv3plus_mobilenetv2")
+    for arch, classes in (("deeplabv3_mobilenetv2", 21), ("deeplabv3plus_mobilenetv2", 151)):
+        prefix, _ = zoo_checkpoint(arch, classes)
+        with pytest.raises(ValueError) as info:
+            assign_state_dict(build_tiny(), read_tf_checkpoint(prefix), tf_named_layers,
+                              source=prefix, layout="tf", max_listed=3, arch=TINY)
+        lines = str(info.value).splitlines()
+        assert lines[1].startswith(f"The file's variables are under 'MobilenetV2/': a {arch} "
+                                   "checkpoint"), lines[1]
+        assert any(c.startswith(f"{arch}.tf_") for c in CHECKPOINTS if c in lines[1])
+        assert "MobilenetV2/Conv/BatchNorm/beta" in str(info.value)  # the lists follow
+
+
+def test_guess_architecture_by_top_scope_and_decoder():
+    from keras_deeplab.pretrained.tf_checkpoint import guess_architecture
+
+    xception = [n for n, _ in ARCHITECTURES["deeplabv3plus_xception65"](21)]
+    assert guess_architecture(xception) == ("xception_65", ["deeplabv3plus_xception65"])
+    mnv2 = [n for n, _ in ARCHITECTURES["deeplabv3_mobilenetv2"](21)]
+    assert guess_architecture(mnv2) == ("MobilenetV2", ["deeplabv3_mobilenetv2"])
+    assert guess_architecture(["resnet_v1_101/conv1/weights"]) == ("resnet_v1_101", [])
+    assert guess_architecture(["global_step"]) == (None, [])
+
+
+# --- download folders and origin -----------------------------------------------------------------
+def test_failed_download_leaves_no_empty_cache_folders(tmp_path):
+    cache = tmp_path / "fresh_cache"
+    with pytest.raises(ValueError, match="Could not download file:///nonexistent/x.tar.gz"):
+        hub_module.download("deeplabv3_mobilenetv2.tf_voc_trainaug", cache_dir=str(cache),
+                            origin="file:///nonexistent/x.tar.gz")
+    assert not cache.exists()
+    # folders that were there before (holding something) stay
+    kept = tmp_path / "used_cache" / "keras_deeplab"
+    kept.mkdir(parents=True)
+    (kept / "other.txt").write_text("x")
+    with pytest.raises(ValueError):
+        hub_module.download("deeplabv3_mobilenetv2.tf_voc_trainaug", cache_dir=str(kept.parent),
+                            origin="file:///nonexistent/x.tar.gz")
+    assert sorted(os.listdir(kept)) == ["other.txt"]
+
+
+def test_from_pretrained_downloads_from_origin(tiny_arch, tiny_ckpt, tmp_path):
+    prefix, variables = tiny_ckpt
+    checkpoint, served = _served(tmp_path, pack(tmp_path / "zoo.tar.gz", prefix))
+    unreachable = dataclasses.replace(checkpoint, url=(tmp_path / "gone.tar.gz").as_uri())
+    cache = str(tmp_path / "cache")
+    model = from_pretrained(unreachable, cache_dir=cache, origin=served.as_uri())
+    check_tiny(model, variables)
+    assert os.path.isfile(os.path.join(cache, hub_module.CACHE_SUBDIR, unreachable.filename))
+    assert os.path.isfile(hub_module.converted_path(unreachable, cache))
+
+
+def test_truncated_download_into_a_fresh_cache_leaves_no_folders(tiny_arch, tiny_ckpt, tmp_path):
+    checkpoint, served = _served(tmp_path, pack(tmp_path / "zoo.tar.gz", tiny_ckpt[0]))
+    data = served.read_bytes()
+    served.write_bytes(data[: len(data) // 2])
+    cache = tmp_path / "fresh_cache"
+    with pytest.raises(ValueError, match="truncated"):
+        hub_module.download(checkpoint, cache_dir=str(cache))
+    assert not cache.exists()

@@ -113,8 +113,8 @@ class TFDeepLab(SegmentationModel):
             (``image_pooling_stride`` 1), "valid" padding, then resized (align corners)
             back to the feature map; the input must then be at least the crop size (the
             original pads its input to the crop size: pad smaller images to it yourself,
-            or export with ``input_size`` = the crop size, whose runner
-            ``kd.inference.Predictor`` pads smaller inputs for). A static
+            or export with ``input_size`` = the crop size, as ``kd.inference.Predictor``
+            pads smaller inputs to an exported model's fixed size). A static
             ``input_shape`` smaller than that raises ValueError here; with a dynamic input
             shape a smaller image fails when called (TF: InvalidArgumentError "output size
             would be negative" from the average pool).

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from keras_deeplab.pretrained import tf_checkpoint
-from keras_deeplab.pretrained.registry import get_architecture, get_checkpoint
+from keras_deeplab.pretrained.registry import CHECKPOINTS, get_architecture, get_checkpoint
 from keras_deeplab.provenance import atomic_path
 
 #: state_dict entries that hold no weights of the model (BN's update counter).
@@ -123,17 +123,64 @@ def _expected_tf(scope, layer):
 #: transform)]``, the keys ignored in the source, and how error messages call things.
 _LAYOUTS = {
     "torch": {"expected": _expected_torch, "ignored": lambda k: k.endswith(IGNORED_SUFFIXES),
+              "logits": lambda k: k.startswith(("classifier.", "aux_classifier.")),
+              "num_classes": lambda sd, source: infer_num_classes(sd, source),
               "what": "state_dict", "keys": "key(s)",
               "hint": "a state_dict of another architecture, class count or auxiliary-head "
                       "setting?"},
     "tf": {"expected": _expected_tf, "ignored": lambda k: False,
+           "logits": lambda k: k.startswith("logits/"),
+           "num_classes": lambda sd, source: tf_checkpoint.infer_num_classes(sd, source),
            "what": "checkpoint", "keys": "variable(s)",
            "hint": "a checkpoint of another architecture (or model variant) or class count?"},
 }
 
 
+def checkpoints_of(arch, num_classes=None):
+    """Names of the registered checkpoints of architecture ``arch`` (with ``num_classes``
+    classes, unless None)."""
+    return [c.name for c in CHECKPOINTS.values()
+            if c.arch == arch and (num_classes is None or c.num_classes == num_classes)]
+
+
+def _checkpoint_hint(arch, num_classes):
+    if arch is None:
+        return ""
+    names = checkpoints_of(arch, num_classes)
+    if names:
+        return f" (registered checkpoint(s) of {arch} with {num_classes} classes: " \
+               f"{', '.join(names)})"
+    return f" (no registered checkpoint of {arch} has {num_classes} classes)"
+
+
+def _class_count_line(source, state_dict, layout, target, model_classes, arch, only):
+    try:
+        file_classes = _LAYOUTS[layout]["num_classes"](state_dict, source)
+    except ValueError:
+        return None
+    line = (f"The file has {file_classes} classes, {target} has {model_classes}"
+            f"{_checkpoint_hint(arch, file_classes)}")
+    if not only:  # other variables differ too: the architecture line follows
+        return line + "."
+    return line + ("; or pass the bare architecture name (the class count is read from the "
+                   "file) and your own class names.")
+
+
+def _top_scope_line(state_dict):
+    scope, archs = tf_checkpoint.guess_architecture(state_dict)
+    if scope is None:
+        return None
+    if not archs:
+        return (f"The file's variables are mostly under {scope + '/'!r}, the top scope of no "
+                "registered TF DeepLab architecture.")
+    names = [c for a in archs for c in checkpoints_of(a)]
+    registered = f" (registered: {', '.join(names)})" if names else ""
+    return (f"The file's variables are under {scope + '/'!r}: a {' or '.join(archs)} "
+            f"checkpoint{registered}.")
+
+
 def assign_state_dict(model, state_dict, map_keys, source="state_dict", layout="torch",
-                      max_listed=None):
+                      max_listed=None, arch=None, target=None):
     """Assigns a source state_dict (or TF checkpoint) to ``model`` through ``map_keys(model)``.
 
     Every variable of every mapped layer must find its key, every key (except the layout's
@@ -157,16 +204,26 @@ def assign_state_dict(model, state_dict, map_keys, source="state_dict", layout="
         source: str. Named in error messages (the file path).
         layout: "torch" or "tf". Defaults to "torch".
         max_listed: int or None. List at most this many unmatched keys per side (None: all).
+        arch: str or None. The registered architecture of ``model``: the error then names
+            the registered checkpoints of the file's class count. Defaults to None.
+        target: str or None. What the model is called in errors (a checkpoint name).
+            Defaults to ``model.name``.
 
     Raises:
         ValueError: unmatched keys (listed on both sides) or mismatched shapes (the first
             ones named, with both shapes): a file of another architecture or class count.
+            When only the logits' shapes differ, the message first says "The file has N
+            classes, <target> has M" and names the registered checkpoints of ``arch`` with
+            N classes; when most of a TF checkpoint's variables are unmatched, it says which
+            registered architecture's top scope they are under
+            (`tf_checkpoint.guess_architecture`). The full lists follow.
     """
     if layout not in _LAYOUTS:
         raise ValueError(f"layout={layout!r}: use one of {sorted(_LAYOUTS)}.")
     spec = _LAYOUTS[layout]
     keys = {k for k in state_dict if not spec["ignored"](k)}
-    plan, missing, shape_errors = [], [], []
+    n_keys = len(keys)
+    plan, missing, shape_errors, logits_classes = [], [], [], []
     for prefix, layer in map_keys(model).items():
         for key, variable, transform in spec["expected"](prefix, layer):
             if key not in state_dict:
@@ -177,12 +234,15 @@ def assign_state_dict(model, state_dict, map_keys, source="state_dict", layout="
             if value.ndim != len(variable.shape):
                 shape_errors.append(f"{key}: source {value.shape}, model {variable.path} "
                                     f"{tuple(variable.shape)}")
+                logits_classes.append(None)
                 continue
             value = transform(value) if transform is not None else value
             if tuple(value.shape) != tuple(variable.shape):
-                shape_errors.append(f"{key}: source {tuple(np.shape(state_dict[key]))} -> "
-                                    f"{tuple(value.shape)}, model {variable.path} "
-                                    f"{tuple(variable.shape)}")
+                arrow = "" if transform is None else f" -> {tuple(value.shape)}"
+                shape_errors.append(f"{key}: source {tuple(np.shape(state_dict[key]))}{arrow}, "
+                                    f"model {variable.path} {tuple(variable.shape)}")
+                # a logits conv's kernel / bias: the model's class count is its last dimension
+                logits_classes.append(variable.shape[-1] if spec["logits"](key) else None)
                 continue
             plan.append((variable, value))
     unused = sorted(keys)
@@ -193,7 +253,16 @@ def assign_state_dict(model, state_dict, map_keys, source="state_dict", layout="
             return [f"  {s}" for s in shown] + ([f"  ... and {more} more"] if more else [])
 
         what, noun = spec["what"], spec["keys"]
-        lines = [f"{source} does not fit {model.name} ({type(model).__name__}): {spec['hint']}"]
+        target = target or model.name
+        lines = [f"{source} does not fit {target} ({type(model).__name__}): {spec['hint']}"]
+        if shape_errors and None not in logits_classes:  # only the logits' shapes differ
+            lines.append(_class_count_line(source, state_dict, layout, target,
+                                           logits_classes[0], arch, not (missing or unused)))
+        if layout == "tf" and (missing or unused):
+            _, guessed = tf_checkpoint.guess_architecture(state_dict)
+            if len(unused) > n_keys / 2 or (arch is not None and guessed and arch not in guessed):
+                lines.append(_top_scope_line(state_dict))
+        lines = [line for line in lines if line]
         if shape_errors:
             lines.append(f"{len(shape_errors)} shape mismatch(es), first ones:")
             lines += [f"  {s}" for s in shape_errors[:10]]
@@ -257,9 +326,10 @@ def convert_file(path, source="torchvision", arch=None, output=None, num_classes
         The converted keras model.
 
     Raises:
-        ValueError: unknown source / arch, a file that does not fit the architecture
-            (unmatched keys listed on both sides), an unreadable or truncated file, a
-            frozen graph ``.pb`` given for a TF checkpoint.
+        ValueError: unknown source / arch; a checkpoint name whose class count is not the
+            file's (names the registered checkpoints of the file's class count); a file that
+            does not fit the architecture (unmatched keys listed on both sides); an
+            unreadable or truncated file; a frozen graph ``.pb`` given for a TF checkpoint.
         ImportError: torch missing (torchvision source only).
 
     Example:
@@ -293,10 +363,20 @@ def convert_file(path, source="torchvision", arch=None, output=None, num_classes
             aux = any(k.startswith("aux_classifier.") for k in state_dict)
         if num_classes is None:
             num_classes = infer_num_classes(state_dict, path)
+    if checkpoint is not None:
+        file_classes = _LAYOUTS[layout]["num_classes"](state_dict, os.fspath(path))
+        if file_classes != checkpoint.num_classes:
+            raise ValueError(
+                f"{os.fspath(path)} has {file_classes} classes, checkpoint {checkpoint.name} has "
+                f"{checkpoint.num_classes} ({len(checkpoint.class_names)} class names and its "
+                f"palette would not fit the model){_checkpoint_hint(arch, file_classes)}. Pass "
+                f"that checkpoint's name, or the bare architecture name (arch={arch!r}) and your "
+                "own class_names.")
     model = architecture.build(num_classes=num_classes, aux=aux, class_names=class_names,
                                palette=palette)
     assign_state_dict(model, state_dict, architecture.map_keys, source=os.fspath(path),
-                      layout=layout, max_listed=None if layout == "torch" else 40)
+                      layout=layout, max_listed=None if layout == "torch" else 40, arch=arch,
+                      target=checkpoint.name if checkpoint is not None else None)
     if output is not None:
         with atomic_path(output) as tmp:
             if _output_kind(output) == "weights":

@@ -56,6 +56,31 @@ def _check_archive(path):
                     pass
 
 
+def _makedirs(path):
+    """Creates ``path`` and its missing parents; returns the folders it created, deepest
+    first."""
+    created = []
+    path = os.path.abspath(path)
+    while not os.path.isdir(path):
+        created.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(created):
+        os.makedirs(folder, exist_ok=True)
+    return created
+
+
+def _remove_empty(folders):
+    """Removes the given folders (deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (or gone): leave it and its parents
+            return
+
+
 def download(name, cache_dir=None, origin=None):
     """Downloads a checkpoint's source file once and checks it.
 
@@ -77,20 +102,22 @@ def download(name, cache_dir=None, origin=None):
 
     Raises:
         ValueError: hash mismatch or truncated archive (a truncated or different file; it is
-            deleted) or a failed download (no network). Each message says what to download
-            and where to put it.
+            deleted) or a failed download (no network). The cache folders this call created
+            are removed again when left empty. Each message says what to download and where
+            to put it.
     """
     checkpoint = get_checkpoint(name)
     cache_dir = cache_dir or default_cache_dir()
     target = os.path.join(cache_dir, CACHE_SUBDIR, checkpoint.filename)
     # get_file falls back to /tmp/.keras when cache_dir does not exist yet
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    created = _makedirs(os.path.dirname(target))
     try:
         path = keras.utils.get_file(checkpoint.filename, origin=origin or checkpoint.url,
                                     cache_dir=cache_dir, cache_subdir=CACHE_SUBDIR)
     except Exception as err:  # get_file raises Exception("URL fetch failure ...") and OSError
         if os.path.exists(target):
             os.remove(target)
+        _remove_empty(created)
         raise ValueError(f"Could not download {origin or checkpoint.url} ({err}). "
                          f"{_manual_steps(checkpoint, target)}") from err
     if checkpoint.sha256_prefix is None:
@@ -98,6 +125,7 @@ def download(name, cache_dir=None, origin=None):
             _check_archive(path)
         except (tarfile.TarError, EOFError, OSError, ValueError) as err:
             os.remove(path)
+            _remove_empty(created)
             raise ValueError(
                 f"{path}: not a complete .tar.gz archive ({type(err).__name__}: {err}): a "
                 f"truncated or different file; it was deleted ({checkpoint.source} publishes "
@@ -106,6 +134,7 @@ def download(name, cache_dir=None, origin=None):
     digest = _sha256(path)
     if not digest.startswith(checkpoint.sha256_prefix):
         os.remove(path)
+        _remove_empty(created)
         raise ValueError(
             f"{path}: SHA-256 {digest[:16]}... does not start with {checkpoint.sha256_prefix} "
             f"(published by {checkpoint.source} in the file name): a truncated or different "
@@ -153,7 +182,7 @@ def _transfer(source, target):
     return fresh
 
 
-def from_pretrained(name, weights=None, num_classes=None, cache_dir=None):
+def from_pretrained(name, weights=None, num_classes=None, cache_dir=None, origin=None):
     """A model with a published checkpoint's weights, converted exactly.
 
     The first call downloads the source file (`download`), converts it (a torchvision
@@ -176,10 +205,17 @@ def from_pretrained(name, weights=None, num_classes=None, cache_dir=None):
             it (converted on every call: no hash is published to tell the published file
             from another one, so nothing is cached under the name); or a ``.weights.h5`` of
             this architecture. Defaults to None.
-        num_classes: int or None. Other than the checkpoint's (21): backbone and heads keep
-            the checkpoint's weights, the final classifier convs are freshly initialised, and
-            ``class_names`` / ``palette`` are None (for fine-tuning). Defaults to None.
+        num_classes: int or None. A class count other than the checkpoint's (21 for VOC,
+            19 for Cityscapes, 151 for ADE20K: ``list_pretrained()``'s ``num_classes``):
+            backbone and heads keep the checkpoint's weights, the final classifier convs are
+            freshly initialised, and ``class_names`` / ``palette`` are None (for
+            fine-tuning). Defaults to None.
         cache_dir: str or None. Defaults to ``$KERAS_HOME`` or ``~/.keras``.
+        origin: str or None. Where to download the source file from instead of the
+            registry URL: a mirror's URL or a ``file://`` URL of a local copy (passed to
+            `download`; the file is then checked, converted and cached exactly like the
+            published one). Ignored when ``weights`` is given or the conversion is cached.
+            Defaults to None.
 
     Returns:
         A `keras_deeplab.models.SegmentationModel`.
@@ -187,7 +223,8 @@ def from_pretrained(name, weights=None, num_classes=None, cache_dir=None):
     Raises:
         ValueError: unknown name (lists the known ones), architecture not available, hash
             mismatch, truncated archive or failed download (says what to download and where
-            to put it), a file that does not fit (unmatched variables listed on both sides),
+            to put it), a file that does not fit (unmatched variables listed on both sides,
+            after the file's class count or architecture where that tells why),
             a frozen graph ``.pb`` instead of a checkpoint.
         ImportError: a ``.pth`` must be converted and torch is not installed.
 
@@ -204,10 +241,12 @@ def from_pretrained(name, weights=None, num_classes=None, cache_dir=None):
         model.load_weights(cached)
     else:
         read, layout = _FORMATS[checkpoint.format]
-        path = download(checkpoint, cache_dir) if weights is None else os.fspath(weights)
+        path = (download(checkpoint, cache_dir, origin=origin) if weights is None
+                else os.fspath(weights))
         try:
             assign_state_dict(model, read(path), arch.map_keys, source=path, layout=layout,
-                              max_listed=None if layout == "torch" else 40)
+                              max_listed=None if layout == "torch" else 40,
+                              arch=checkpoint.arch, target=checkpoint.name)
         except ValueError as err:
             if weights is not None or checkpoint.sha256_prefix is not None:
                 raise  # a user's file, or a download whose published hash matched

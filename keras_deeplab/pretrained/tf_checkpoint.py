@@ -24,6 +24,7 @@ of sub-model ``"xception_65"`` <-> scope
 ``"xception_65/entry_flow/block1/unit_1/xception_module/separable_conv1_depthwise"``.
 """
 
+import collections
 import os
 import re
 import tarfile
@@ -34,6 +35,13 @@ import numpy as np
 
 #: Name of the logits variable whose last dimension is the class count.
 LOGITS_WEIGHTS = "logits/semantic/weights"
+
+#: Top scope of a model-zoo backbone -> the registered architectures built on it (with a
+#: ``decoder/`` scope: DeepLabv3+; without: DeepLabv3).
+TOP_SCOPES = {
+    "xception_65": ("deeplabv3plus_xception65",),
+    "MobilenetV2": ("deeplabv3_mobilenetv2", "deeplabv3plus_mobilenetv2"),
+}
 
 _TRAINING_STATE = re.compile(
     r"(^global_step$)|(/(Momentum|Adam|Adam_1|ExponentialMovingAverage)$)|(/RMSProp[^/]*$)")
@@ -256,3 +264,32 @@ def infer_num_classes(variables, source="checkpoint"):
                          f"DeepLab segmentation checkpoint (its variables: {sample}, ...). An "
                          "ImageNet-only backbone checkpoint has no logits.")
     return int(np.shape(variables[LOGITS_WEIGHTS])[-1])
+
+
+def guess_architecture(names):
+    """Which model-zoo architecture a checkpoint's variables look like.
+
+    Args:
+        names: iterable of variable names (a `read_tf_checkpoint` dict works).
+
+    Returns:
+        ``(top scope, [architecture names])``: the most common first scope component among
+        the names holding a "/" (``"xception_65"``, ``"MobilenetV2"``) and the `TOP_SCOPES`
+        architectures of it, narrowed by whether a ``decoder/`` scope is present (empty
+        when the scope is no known backbone's); ``(None, [])`` for names without scopes.
+
+    Example:
+    >>> guess_architecture(["MobilenetV2/Conv/weights", "aspp0/weights", "decoder/x/weights"])
+    ('MobilenetV2', ['deeplabv3plus_mobilenetv2'])
+    """
+    names = list(names)
+    counts = collections.Counter(n.split("/", 1)[0] for n in names if "/" in n)
+    known = [s for s, _ in counts.most_common() if s in TOP_SCOPES]
+    if not counts:
+        return None, []
+    if not known:
+        return counts.most_common(1)[0][0], []
+    scope = known[0]
+    plus = any(n.startswith("decoder/") for n in names)
+    archs = [a for a in TOP_SCOPES[scope] if a.startswith("deeplabv3plus_") == plus]
+    return scope, archs or list(TOP_SCOPES[scope])
