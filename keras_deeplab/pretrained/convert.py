@@ -67,18 +67,7 @@ def torch_named_layers(model):
     PyTorch backend Keras turns variable paths into torch parameter names, which must not
     contain ".".
     """
-    mapping = {}
-
-    def walk(m, prefix):
-        for layer in m.layers:
-            name = layer.name.replace("-", ".")
-            if isinstance(layer, keras.Model):
-                walk(layer, f"{prefix}{name}.")
-            elif layer.weights:
-                mapping[f"{prefix}{name}"] = layer
-
-    walk(model, "")
-    return mapping
+    return tf_checkpoint.named_layers(model, ".")
 
 
 def _expected_torch(prefix, layer):

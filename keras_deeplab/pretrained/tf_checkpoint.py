@@ -60,6 +60,37 @@ def is_training_state(name):
     return bool(_TRAINING_STATE.search(name))
 
 
+def named_layers(model, separator):
+    """``{name path: layer}`` of the weight-holding layers of ``model``, names read with a
+    separator.
+
+    The one walker behind `tf_named_layers` ("/") and `convert.torch_named_layers` ("."):
+    every layer that owns weights (not a nested model) is keyed by its name with each "-"
+    replaced by ``separator`` (Keras forbids "/" in names, and on the PyTorch backend "."
+    in variable paths); a layer of a nested model is keyed
+    ``"<sub-model name><separator><layer name>"``, recursively.
+
+    Args:
+        model: keras.Model.
+        separator: str, what "-" in a layer name and the nesting stand for.
+
+    Returns:
+        dict ``{key: keras.layers.Layer}`` in layer order.
+    """
+    mapping = {}
+
+    def walk(m, prefix):
+        for layer in m.layers:
+            name = layer.name.replace("-", separator)
+            if isinstance(layer, keras.Model):
+                walk(layer, f"{prefix}{name}{separator}")
+            elif layer.weights:
+                mapping[f"{prefix}{name}"] = layer
+
+    walk(model, "")
+    return mapping
+
+
 def tf_named_layers(model):
     """``{TF variable scope: layer}`` for a model whose layers follow the naming rule.
 
@@ -74,18 +105,7 @@ def tf_named_layers(model):
     Returns:
         dict ``{scope: keras.layers.Layer}`` in layer order.
     """
-    mapping = {}
-
-    def walk(m, prefix):
-        for layer in m.layers:
-            name = layer.name.replace("-", "/")
-            if isinstance(layer, keras.Model):
-                walk(layer, f"{prefix}{name}/")
-            elif layer.weights:
-                mapping[f"{prefix}{name}"] = layer
-
-    walk(model, "")
-    return mapping
+    return named_layers(model, "/")
 
 
 def _is_archive(path):
