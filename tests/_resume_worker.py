@@ -2,6 +2,7 @@
 
 Usage: python _resume_worker.py RUN_DIR OUT.npz [--kill-at-step N] [--fault NAME[:K]]
        [--images N] [--lr LR] [--epochs E] [--backup-steps S] [--accept-changes]
+       [--steps-per-execution K]
 
 --kill-at-step N   after optimizer step N, write RUN_DIR/../paused and sleep (the test
                    sends SIGKILL).
@@ -28,6 +29,7 @@ parser.add_argument("--lr", type=float, default=0.05)
 parser.add_argument("--epochs", type=int, default=3)
 parser.add_argument("--backup-steps", type=int, default=2)
 parser.add_argument("--accept-changes", action="store_true")
+parser.add_argument("--steps-per-execution", type=int, default=1)
 args = parser.parse_args()
 PAUSED = os.path.join(os.path.dirname(os.path.abspath(args.run_dir)), "paused")
 
@@ -68,7 +70,7 @@ model = keras.Sequential([
     keras.layers.ReLU(), keras.layers.Dropout(0.3), keras.layers.Conv2D(3, 1)])
 steps = int(train.cardinality())
 model.compile(optimizer=kd.training.poly_sgd(args.lr, total_steps=args.epochs * steps),
-              loss=kd.losses.CrossEntropy())
+              loss=kd.losses.CrossEntropy(), steps_per_execution=args.steps_per_execution)
 
 
 class KillAt(keras.callbacks.Callback):

@@ -82,6 +82,41 @@ def _assert_same_weights(path, reference):
 
 
 @pytest.mark.large
+def test_steps_per_execution_trains_the_same_and_resumes_exactly(tmp_path, uninterrupted):
+    # compile(steps_per_execution=2): 3 calls of 2 steps per epoch, callbacks every 2 steps.
+    # The uninterrupted run ends with the weights of the one-step-per-call run; killed after
+    # step 10 (a call's end), the step-10 backup is the newest and the resumed run ends there too.
+    out = _run(tmp_path, tmp_path / "full", tmp_path / "full.npz", "--steps-per-execution", "2")
+    assert out.returncode == 0 and "DONE" in out.stdout, out.stderr[-3000:]
+    _assert_same_weights(tmp_path / "full.npz", uninterrupted)
+    run = tmp_path / "run"
+    assert _run_until_paused(tmp_path, run, tmp_path / "x.npz", "--kill-at-step", "10",
+                             "--steps-per-execution", "2") == "10"
+    assert [s for s, _ in checkpoints.list_backups(str(run / "backup"))] == [10, 8]
+    out = _run(tmp_path, run, tmp_path / "resumed.npz", "--steps-per-execution", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    _assert_same_weights(tmp_path / "resumed.npz", uninterrupted)
+    assert kd.training.read_manifest(str(run))["resumes"][0]["global_step"] == 10
+
+
+def test_steps_per_execution_must_divide_epochs_and_backups(tmp_path):
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 1)])
+    model.compile(optimizer="sgd", loss=kd.losses.CrossEntropy(), steps_per_execution=4)
+    images = np.zeros((12, 8, 8, 3), "float32")
+    masks = np.zeros((12, 8, 8, 1), "int32")
+    train = tf.data.Dataset.from_tensor_slices((images, masks)).batch(2)  # 6 batches
+    with pytest.raises(ValueError, match=r"steps_per_execution=4, which does not divide the 6 "
+                                         r"steps per epoch: Keras would run 8"):
+        kd.training.fit(model, train, 1, str(tmp_path / "a"), tensorboard=False, verbose=0)
+    train = train.unbatch().batch(3)  # 4 batches; backups every 6 steps
+    with pytest.raises(ValueError, match=r"does not divide backup_steps=6.*multiple of 4 "
+                                         r"\(e\.g\. 4\)"):
+        kd.training.fit(model, train, 1, str(tmp_path / "b"), tensorboard=False, verbose=0,
+                        backup_steps=6)
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+
+@pytest.mark.large
 def test_kill_mid_epoch_resumes_to_the_same_weights(tmp_path, uninterrupted):
     # 12 images, batch 2: 6 steps per epoch; backups every 2 steps; killed after step 9
     # (epoch 2, step 3): the step-8 backup is the newest, so 1 step is lost, not 3.
