@@ -39,8 +39,10 @@ def test_resnet50_features_equal_keras_applications(tmp_path, rng):
     pre = keras.applications.resnet.preprocess_input(x.copy())
     for key, layer_name in [("C2", "conv2_block3_out"), ("C3", "conv3_block4_out"),
                             ("C4", "conv4_block6_out"), ("C5", "conv5_block3_out")]:
-        tap = keras.Model(ref.input, ref.get_layer(layer_name).output)
-        np.testing.assert_allclose(feats[key], tap(pre), atol=1e-5, rtol=1e-5)
+        want = np.asarray(keras.Model(ref.input, ref.get_layer(layer_name).output)(pre))
+        # float32 round-off of 53 layers relative to the feature scale (up to ~130 here): our
+        # fused batch norm rounds differently from Keras' layer (<= 9e-7 of the scale measured)
+        np.testing.assert_allclose(feats[key], want, atol=1e-5 * np.abs(want).max(), rtol=1e-5)
 
 
 def test_vgg16_features_equal_keras_applications(tmp_path, rng):

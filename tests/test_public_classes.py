@@ -49,6 +49,8 @@ LAYER_CASES = {
     "AtrousDepthwiseConv2D": (
         lambda: kd.layers.AtrousDepthwiseConv2D(3, dilation_rate=2, padding="same"),
         FEATS, lambda: 9 * 6 + 6),
+    "BatchNormalization": (lambda: kd.layers.BatchNormalization(epsilon=1e-5), FEATS,
+                           lambda: 2 * 6),  # gamma and beta of 6 channels
     "ConvBNReLU": (lambda: kd.layers.ConvBNReLU(4, 3, dilation_rate=2, separable=True),
                    FEATS, lambda: conv_bn_relu_params(6, 4, 3, separable=True)),
     "ASPP": (lambda: kd.layers.ASPP(4, rates=(1, 2), dropout=0.2, separable=True),

@@ -5,6 +5,7 @@ import keras
 from keras_deeplab.backbones.base import Backbone
 from keras_deeplab.backbones.dilation import stage_strides_and_rates
 from keras_deeplab.layers.atrous_conv import AtrousDepthwiseConv2D
+from keras_deeplab.layers.normalization import BatchNormalization
 from keras_deeplab.layers.preprocessing import ImageNormalization
 from keras_deeplab.utils import check_output_stride, register
 
@@ -32,7 +33,7 @@ def _make_divisible(v, divisor=8):
 
 
 def _bn(name):
-    return keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name=name)
+    return BatchNormalization(epsilon=1e-3, momentum=0.999, name=name)
 
 
 @register

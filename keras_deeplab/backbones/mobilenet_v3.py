@@ -27,6 +27,7 @@ import keras
 from keras_deeplab.backbones.base import Backbone
 from keras_deeplab.backbones.dilation import stage_strides_and_rates
 from keras_deeplab.layers.atrous_conv import AtrousConv2D, AtrousDepthwiseConv2D
+from keras_deeplab.layers.normalization import BatchNormalization
 from keras_deeplab.layers.preprocessing import ImageNormalization
 from keras_deeplab.utils import check_output_stride, register
 
@@ -131,7 +132,7 @@ class MobileNetV3LargeBackbone(Backbone):
         )
 
         def bn(name):
-            return keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name)
+            return BatchNormalization(epsilon=1e-3, momentum=0.99, name=name)
 
         def conv(x, filters, kernel, name, stride=1, rate=1, depthwise=False, bias=False):
             if stride > 1:  # torchvision pads (k - 1) // 2 on every side, then strides

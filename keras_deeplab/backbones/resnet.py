@@ -5,6 +5,7 @@ import keras
 from keras_deeplab.backbones.base import Backbone
 from keras_deeplab.backbones.dilation import stage_strides_and_rates
 from keras_deeplab.layers.atrous_conv import AtrousConv2D
+from keras_deeplab.layers.normalization import BatchNormalization
 from keras_deeplab.layers.preprocessing import ImageNormalization
 from keras_deeplab.utils import check_output_stride, register
 
@@ -19,7 +20,7 @@ _BN_EPS = 1.001e-5  # keras.applications' value, so ImageNet statistics reproduc
 
 
 def _bn(name, momentum):
-    return keras.layers.BatchNormalization(epsilon=_BN_EPS, momentum=momentum, name=name)
+    return BatchNormalization(epsilon=_BN_EPS, momentum=momentum, name=name)
 
 
 def _bottleneck(x, filters, stride, rate, name, shortcut_conv, momentum, reg):

@@ -4,6 +4,7 @@ import keras
 
 from keras_deeplab.backbones.base import Backbone
 from keras_deeplab.layers.atrous_conv import AtrousConv2D
+from keras_deeplab.layers.normalization import BatchNormalization
 from keras_deeplab.layers.preprocessing import ImageNormalization
 from keras_deeplab.utils import check_output_stride, register
 
@@ -23,7 +24,7 @@ def replace_stride_with_dilation(output_stride):
 
 
 def _bn(name):
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
+    return BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
 def _conv(x, filters, kernel, name, stride=1, dilation=1, reg=None):

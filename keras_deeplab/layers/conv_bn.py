@@ -3,6 +3,7 @@
 import keras
 
 from keras_deeplab.layers.atrous_conv import AtrousConv2D, AtrousDepthwiseConv2D
+from keras_deeplab.layers.normalization import BatchNormalization
 from keras_deeplab.utils import register
 
 
@@ -58,7 +59,7 @@ class ConvBNReLU(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
         def bn(name):
-            return keras.layers.BatchNormalization(
+            return BatchNormalization(
                 momentum=bn_momentum, epsilon=bn_epsilon, name=name, dtype=self.dtype_policy
             )
 

@@ -16,6 +16,7 @@ research/slim/nets/resnet_utils.py (``conv2d_same``).
 import keras
 
 from keras_deeplab.layers.atrous_conv import AtrousConv2D, AtrousDepthwiseConv2D
+from keras_deeplab.layers.normalization import BatchNormalization
 from keras_deeplab.utils import as_pair
 
 
@@ -51,7 +52,7 @@ def _padding(x, kernel_size, dilation_rate, strides, explicit_padding, name):
 
 
 def _batch_norm(x, name, epsilon, momentum):
-    return keras.layers.BatchNormalization(epsilon=epsilon, momentum=momentum, name=name)(x)
+    return BatchNormalization(epsilon=epsilon, momentum=momentum, name=name)(x)
 
 
 def _activation(x, activation, name):

@@ -8,6 +8,7 @@ with "-" for ".").
 import keras
 
 from keras_deeplab.backbones.mobilenet_v3 import MobileNetV3LargeBackbone
+from keras_deeplab.layers.normalization import BatchNormalization
 from keras_deeplab.layers.resize import ResizeLike
 from keras_deeplab.models.base import SegmentationModel, resolve_backbone
 from keras_deeplab.pretrained.convert import torch_named_layers
@@ -30,8 +31,8 @@ def lraspp_head(low, high, reference, num_classes, inter_channels=128, bn_moment
     """
     x = keras.layers.Conv2D(inter_channels, 1, use_bias=False,
                             name="classifier-cbr-0")(high)
-    x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=bn_momentum,
-                                        name="classifier-cbr-1")(x)
+    x = BatchNormalization(epsilon=1e-5, momentum=bn_momentum,
+                           name="classifier-cbr-1")(x)
     x = keras.layers.ReLU(name="classifier-cbr-2")(x)
     s = keras.layers.GlobalAveragePooling2D(keepdims=True, name="classifier-scale-0")(high)
     s = keras.layers.Conv2D(inter_channels, 1, use_bias=False,

@@ -15,6 +15,7 @@ from keras_deeplab.backbones.resnet_torchvision import (
     TorchvisionResNetBackbone,
 )
 from keras_deeplab.layers.atrous_conv import AtrousConv2D
+from keras_deeplab.layers.normalization import BatchNormalization
 from keras_deeplab.layers.resize import ResizeLike
 from keras_deeplab.models.base import SegmentationModel
 from keras_deeplab.pretrained.convert import torch_named_layers
@@ -26,7 +27,7 @@ TORCHVISION_ASPP_RATES = (12, 24, 36)
 
 
 def _bn(name):
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
+    return BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
 def _conv_bn_relu(x, filters, kernel, conv_name, bn_name, dilation=1):
