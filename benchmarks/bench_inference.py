@@ -5,7 +5,9 @@ machine, in the same run; each case in a fresh process, the cases interleaved ov
 ``--rounds`` rounds, medians reported with the ratio ours / torchvision:
 
 - ours fp32, bf16 (``mixed_bfloat16``), each also with XLA (``jit_compile=True``), and
-  fp32 at OS8 (``tf.function(model(x, training=False))``);
+  fp32 at OS8 (``tf.function(model(x, training=False))``); fp32 and bf16 also with Keras' own
+  batch norm instead of the library's fused one (``ours_fp32_keras_bn``, ``ours_bf16_keras_bn``:
+  ``KERAS_DEEPLAB_FUSED_BN=0``, see ``keras_deeplab/layers/normalization.py``);
 - torchvision fp32, bf16 (``torch.autocast("cpu", torch.bfloat16)``) and fp32 at OS8
   (``torch.inference_mode()``, the default NCHW layout and thread count), built by
   `_common.torchvision_deeplabv3`: ResNet-50, dilation in the last stage only at OS16,
@@ -49,11 +51,13 @@ from _common import (  # noqa: E402
 quiet_tf()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ["ours_fp32", "torchvision_fp32", "ours_bf16", "torchvision_bf16", "ours_fp32_xla",
-         "ours_bf16_xla", "ours_os8_fp32", "torchvision_os8_fp32", "keras_hub_fp32", "ceiling"]
+         "ours_bf16_xla", "ours_os8_fp32", "torchvision_os8_fp32", "keras_hub_fp32", "ceiling",
+         "ours_fp32_keras_bn", "ours_bf16_keras_bn"]
 # (ours, reference) pairs whose ratio is printed
 PAIRS = [("ours_fp32", "torchvision_fp32"), ("ours_bf16", "torchvision_bf16"),
          ("ours_fp32_xla", "torchvision_fp32"), ("ours_bf16_xla", "torchvision_bf16"),
-         ("ours_os8_fp32", "torchvision_os8_fp32"), ("ours_fp32", "keras_hub_fp32")]
+         ("ours_os8_fp32", "torchvision_os8_fp32"), ("ours_fp32", "keras_hub_fp32"),
+         ("ours_fp32", "ours_fp32_keras_bn"), ("ours_bf16", "ours_bf16_keras_bn")]
 
 
 def build_ours(num_classes, output_stride=16):
@@ -134,6 +138,8 @@ def child(case, args):
         return {"fp32_gflops_s": conv_ceiling_gflops("float32", seconds=1.0),
                 "bf16_gflops_s": conv_ceiling_gflops("bfloat16", seconds=1.0)}
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if "bf16" in case else "float32")
+    if case.endswith("_keras_bn"):  # Keras' unfused batch norm instead of the library's fused one
+        os.environ["KERAS_DEEPLAB_FUSED_BN"] = "0"
     if case == "keras_hub_fp32":
         size = args.size // 32 * 32  # keras-hub's segmenter needs sizes divisible by 32
         return {**keras_case(build_keras_hub(21), size, args.iters, args.warmup),
@@ -142,6 +148,9 @@ def child(case, args):
     out = keras_case(model, args.size, args.iters, args.warmup, jit_compile=case.endswith("_xla"),
                      flops=args.flops and case in ("ours_fp32", "ours_os8_fp32"))
     out["tensorflow"] = tf.__version__
+    from keras_deeplab.layers.normalization import fused_bn_enabled
+
+    out["fused_bn"] = fused_bn_enabled()
     return out
 
 
@@ -195,8 +204,9 @@ def main():
               "--threads", str(args.threads)]
     runs = run_cases(os.path.abspath(__file__), cases, args.rounds, common)
     # FLOPs once (graph profiler, slow on a big graph), in its own process
-    flops = run_cases(os.path.abspath(__file__), [c for c in ("ours_fp32", "ours_os8_fp32") if c in cases],
-                      1, common[:2] + ["--iters", "1", "--warmup", "0", "--flops"])
+    flop_cases = [c for c in ("ours_fp32", "ours_os8_fp32") if c in cases]
+    flops = run_cases(os.path.abspath(__file__), flop_cases, 1,
+                      common[:2] + ["--iters", "1", "--warmup", "0", "--flops"]) if flop_cases else {}
     summary = {c: median_of(r, "images_per_s") for c, r in runs.items()}
     results = {"machine": machine(), "command": "python benchmarks/bench_inference.py " + " ".join(sys.argv[1:]),
                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "size": args.size,

@@ -8,7 +8,9 @@ momentum 0.9 and weight decay) on random data:
   loss=kd.losses.CrossEntropy())``, in fp32 and ``mixed_bfloat16``, each also with XLA
   (``compile(jit_compile=True)``), and fp32 with the dilated convs' gradient forced through
   space-to-batch (``ours_fp32_s2b``, ``KERAS_DEEPLAB_DILATED_GRADIENT=space_to_batch``: the
-  path every CPU took before the native-gradient probe);
+  path every CPU took before the native-gradient probe), and fp32 / bf16 with Keras' own batch
+  norm instead of the library's fused one (``ours_fp32_keras_bn``, ``ours_bf16_keras_bn``:
+  ``KERAS_DEEPLAB_FUSED_BN=0``, see ``keras_deeplab/layers/normalization.py``);
 - torchvision: `_common.torchvision_deeplabv3` (ResNet-50, dilation in the last stage
   only, ASPP 6/12/18), ``torch.optim.SGD(momentum=0.9, weight_decay=4e-5)``,
   ``nn.CrossEntropyLoss(ignore_index=255)``, fp32 and bf16 (``torch.autocast("cpu",
@@ -44,10 +46,11 @@ from _common import (  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ["ours_fp32", "torchvision_fp32", "ours_bf16", "torchvision_bf16", "ours_fp32_xla", "ours_bf16_xla",
-         "ours_fp32_s2b"]
+         "ours_fp32_s2b", "ours_fp32_keras_bn", "ours_bf16_keras_bn"]
 PAIRS = [("ours_fp32", "torchvision_fp32"), ("ours_bf16", "torchvision_bf16"),
          ("ours_fp32_xla", "torchvision_fp32"), ("ours_bf16_xla", "torchvision_bf16"),
-         ("ours_fp32", "ours_fp32_s2b")]
+         ("ours_fp32", "ours_fp32_s2b"),
+         ("ours_fp32", "ours_fp32_keras_bn"), ("ours_bf16", "ours_bf16_keras_bn")]
 
 
 def data(crop, batch):
@@ -77,12 +80,15 @@ def steps_timed(step, steps, warmup):
 def ours(case, crop, batch, steps, warmup, quick):
     if case.endswith("_s2b"):  # the space-to-batch gradient the layer used before issue 16
         os.environ["KERAS_DEEPLAB_DILATED_GRADIENT"] = "space_to_batch"
+    if case.endswith("_keras_bn"):  # Keras' unfused batch norm instead of the library's fused one
+        os.environ["KERAS_DEEPLAB_FUSED_BN"] = "0"
     sys.path.insert(0, REPO)
     import keras
     import numpy as np
 
     import keras_deeplab as kd
     from keras_deeplab.layers.atrous_conv import native_dilated_gradient_supported
+    from keras_deeplab.layers.normalization import fused_bn_enabled
 
     precision = "mixed_bfloat16" if "bf16" in case else "float32"
     kd.training.set_precision(precision)
@@ -97,7 +103,7 @@ def ours(case, crop, batch, steps, warmup, quick):
     out = steps_timed(lambda: np.asarray(model.train_on_batch(images, masks)).reshape(-1)[0], steps, warmup)
     out.update(precision=precision, keras=keras.__version__,
                native_dilated_gradient=native_dilated_gradient_supported(
-                   keras.config.dtype_policy().compute_dtype))
+                   keras.config.dtype_policy().compute_dtype), fused_bn=fused_bn_enabled())
     return out
 
 
