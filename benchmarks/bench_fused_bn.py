@@ -7,7 +7,10 @@ defines ``FusedBatchNormalization``, a ``keras.layers.BatchNormalization`` subcl
 TF backend runs ``FusedBatchNormV3`` (training: batch statistics; inference: the moving ones),
 checks its numerics against Keras' layer, and times a training step of the stock model and of the
 same model with every BatchNormalization layer swapped for the fused one. Library code is not
-changed: the fused model is built under a monkeypatch of ``keras.layers.BatchNormalization``.
+changed. Since issue 16 the library's own batch norm (``keras_deeplab.layers.BatchNormalization``)
+is fused, so ``build`` re-classes every batch norm of the model to Keras' layer (stock) or to this
+script's prototype (fused); neither class has state of its own. The library's layer against
+Keras' is ``bench_training.py``'s ``*_keras_bn`` cases.
 
     python benchmarks/bench_fused_bn.py --threads 1                  # check + 2 rounds x 4 cases
     python benchmarks/bench_fused_bn.py --check-only
@@ -20,7 +23,6 @@ Cases (each a fresh process, interleaved over ``--rounds``): ``stock_fp32``, ``f
 """
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -88,26 +90,17 @@ def fused_bn_class():
     return FusedBatchNormalization
 
 
-@contextlib.contextmanager
-def fused_bn_patch():
-    """``keras.layers.BatchNormalization`` is the fused class inside the block (the library's
-    builders look it up at call time), restored after."""
+def build(fused, size=None):
+    """The model with every batch norm re-classed to the prototype (fused) or Keras' layer."""
+    sys.path.insert(0, REPO)
     import keras
 
-    original = keras.layers.BatchNormalization
-    keras.layers.BatchNormalization = fused_bn_class()
-    try:
-        yield keras.layers.BatchNormalization
-    finally:
-        keras.layers.BatchNormalization = original
-
-
-def build(fused, size=None):
-    sys.path.insert(0, REPO)
     import keras_deeplab as kd
 
-    with fused_bn_patch() if fused else contextlib.nullcontext():
-        return kd.models.DeepLabV3(num_classes=21, backbone="resnet50", output_stride=16, backbone_weights=None)
+    model = kd.models.DeepLabV3(num_classes=21, backbone="resnet50", output_stride=16, backbone_weights=None)
+    for layer in bn_layers(model):
+        layer.__class__ = fused_bn_class() if fused else keras.layers.BatchNormalization
+    return model
 
 
 def bn_layers(model):
