@@ -37,7 +37,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     ``moving_variance``, float32) and semantics as Keras' layer, which it subclasses: weight
     conversion, ``isinstance(layer, keras.layers.BatchNormalization)`` checks and
     ``synchronized`` (SyncBN) keep working, and a model saved with Keras' layer loads into one
-    built with this one (and back). Only the TensorFlow computation differs: Keras 3 runs
+    built with this one. Only the TensorFlow computation differs: Keras 3 runs
     batch norm as separate ops (``Mean``, ``SquaredDifference``, ``Mul``, ``Sub``, ...), this
     layer as one ``FusedBatchNormV3`` (and ``FusedBatchNormGradV3`` in the gradient).
 
