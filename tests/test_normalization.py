@@ -263,6 +263,17 @@ def test_env_switch_and_fallbacks_select_keras_computation(monkeypatch):
     assert "FusedBatchNormV3" not in _op_types(first, True, shape=(None, 6, 5, 7))
 
 
+def test_small_epsilon_keeps_keras_computation_when_a_gpu_is_visible(monkeypatch):
+    """cuDNN's minimum epsilon is 1e-5: below 1.001e-5 a machine with a GPU uses Keras' path."""
+    from keras_deeplab.layers import normalization
+
+    monkeypatch.setattr(normalization, "_gpu_visible", lambda: True)
+    for eps, fused in ((1e-5, False), (1.001e-5, True), (1e-3, True)):
+        layer = BatchNormalization(epsilon=eps)
+        layer.build((None, 5, 7, 6))
+        assert ("FusedBatchNormV3" in _op_types(layer, True)) is fused, eps
+
+
 # -- serialization -----------------------------------------------------------------------------
 
 

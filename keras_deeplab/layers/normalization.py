@@ -12,6 +12,15 @@ FUSED_BN_ENV = "KERAS_DEEPLAB_FUSED_BN"
 
 # Input dtypes the fused kernel takes directly (T of FusedBatchNormV3; statistics U = float32).
 _FUSED_DTYPES = ("float32", "bfloat16")
+# cuDNN rejects epsilon < CUDNN_BN_MIN_EPSILON (1e-5; tf.compat.v1.nn.fused_batch_norm clamps to
+# this value for that reason): with a GPU visible, smaller epsilons keep Keras' computation.
+_CUDNN_MIN_EPSILON = 1.001e-5
+
+
+def _gpu_visible():
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def fused_bn_enabled():
@@ -44,8 +53,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
     When it is fused: TensorFlow backend, a 4-D channels-last input (``axis`` -1 or 3,
     shape ``(N, H, W, C)``) of dtype float32 or bfloat16, no mask, ``renorm=False``,
     ``synchronized=False`` and ``KERAS_DEEPLAB_FUSED_BN`` not ``0``. Everything else (JAX and
-    PyTorch backends, other ranks or axes, float16/float64 inputs, masks, renorm, SyncBN)
-    runs Keras' own ``call``. With the variable set to ``0`` (read at call / trace time, so set
+    PyTorch backends, other ranks or axes, float16/float64 inputs, masks, renorm, SyncBN, and
+    ``epsilon < 1.001e-5`` when TensorFlow sees a GPU, because cuDNN rejects epsilons below
+    its 1e-5 minimum; the GPU kernels are untested here) runs Keras' own ``call``. With the variable set to ``0`` (read at call / trace time, so set
     it before a model's step function is traced) the layer is exactly Keras' layer.
 
     - Training (``training and self.trainable``, as Keras decides): normalizes with the batch
@@ -97,6 +107,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             and len(inputs.shape) == 4
             and self.axis in (-1, 3)
             and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES
+            and (self.epsilon >= _CUDNN_MIN_EPSILON or not _gpu_visible())
         )
 
     def call(self, inputs, training=None, mask=None):
