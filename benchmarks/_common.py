@@ -218,3 +218,36 @@ def set_threads(threads, framework):
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+# Issue 16's targets: ours / torchvision in the same run, fp32 and bf16, inference and training.
+TARGET_RATIO = 1.1
+
+
+def verdict(ratios, runs, targets, quick=False):
+    """The exit status of a benchmark script: 0 when every target is met, 1 otherwise.
+
+    Args:
+        ratios: {"a/b": ratio} measured in this run.
+        runs: {case: [result dict, ...]}; a case with an "error" counts as a miss.
+        targets: [("a/b", minimum ratio), ...]; a target whose cases were not run is skipped
+            (reported as not checked).
+        quick: smoke run (tiny models): targets are not checked, only failed cases.
+
+    Prints one line per target (met / NOT met / not checked) and per failed case.
+    """
+    missed = 0
+    for case, results in runs.items():
+        errors = [r["error"] for r in results if "error" in r]
+        if errors:
+            missed += 1
+            print(f"FAILED case {case}: {errors[-1].splitlines()[-1] if errors[-1] else 'error'}")
+    for name, minimum in ([] if quick else targets):
+        if name not in ratios:
+            print(f"target {name} >= x{minimum:.2f}: not checked (cases not run)")
+            continue
+        met = ratios[name] >= minimum
+        missed += not met
+        print(f"target {name} >= x{minimum:.2f}: {'met' if met else 'NOT met'} "
+              f"(x{ratios[name]:.2f})")
+    return 1 if missed else 0

@@ -34,6 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import (  # noqa: E402
+    TARGET_RATIO,
     conv_ceiling_gflops,
     cpu,
     graph_flops,
@@ -45,6 +46,7 @@ from _common import (  # noqa: E402
     set_threads,
     timed,
     torchvision_deeplabv3,
+    verdict,
     write_json,
 )
 
@@ -190,12 +192,12 @@ def main():
         args.size, args.iters, args.warmup, args.rounds = 129, 2, 1, 1
     if args.child:
         print(json.dumps(child(args.child, args)))
-        return
+        return 0
     if args.conv_only:
         for key, r in aspp_conv_native_vs_space_to_batch(max(2, args.iters)).items():
             print(f"ASPP conv {key} 2048->256: native {r['native_ms']:.1f} ms, space-to-batch "
                   f"{r['space_to_batch_ms']:.1f} ms (native x{r['speedup']:.2f} faster)")
-        return
+        return 0
     info = cpu()
     print(f"CPU: {info['model']}, {os.cpu_count()} cores, SIMD flags: {' '.join(info['simd_flags'])}; "
           f"load {load()}", flush=True)
@@ -233,7 +235,15 @@ def main():
                   f"{median_of(runs['ceiling'], 'bf16_gflops_s'):.0f} bf16)")
     write_json(args.out, results)
     print(f"wrote {args.out}")
+    # exit status: issue 16's targets (ours / torchvision >= TARGET_RATIO, fp32 and bf16;
+    # fp32 at >= 80% of the 3x3-conv ceiling)
+    ratios = dict(results.get("ratios", {}))
+    if "ours_fp32_fraction_of_ceiling" in results:
+        ratios["ours_fp32/ceiling"] = results["ours_fp32_fraction_of_ceiling"]
+    return verdict(ratios, runs, [("ours_fp32/torchvision_fp32", TARGET_RATIO),
+                                  ("ours_bf16/torchvision_bf16", TARGET_RATIO),
+                                  ("ours_fp32/ceiling", 0.8)], quick=args.quick)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -34,6 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
+    TARGET_RATIO,
     cpu,
     load,
     machine,
@@ -41,6 +42,7 @@ from _common import (  # noqa: E402
     run_cases,
     set_threads,
     torchvision_deeplabv3,
+    verdict,
     write_json,
 )
 
@@ -157,7 +159,7 @@ def main(argv=None):
         result = fn(args.child, args.crop, args.batch, args.steps, args.warmup, args.quick)
         result["images_per_s"] = args.batch / result["median_step_s"]
         print(json.dumps(result))
-        return result
+        return 0
     info = cpu()
     print(f"CPU: {info['model']}, {os.cpu_count()} cores, SIMD flags: {' '.join(info['simd_flags'])}; "
           f"load {load()}", flush=True)
@@ -184,8 +186,11 @@ def main(argv=None):
             print(f"{a} / {b}: x{summary[a] / summary[b]:.2f}")
     write_json(args.output, record)
     print(f"(written to {args.output})")
-    return record
+    # exit status: issue 16's targets (ours / torchvision >= TARGET_RATIO, fp32 and bf16)
+    return verdict(record.get("ratios", {}), runs,
+                   [("ours_fp32/torchvision_fp32", TARGET_RATIO),
+                    ("ours_bf16/torchvision_bf16", TARGET_RATIO)], quick=args.quick)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = ["bench_inference.py", "bench_training.py", "bench_memory.py", "bench_pipeline.py", "bench_tflite.py",
-           "bench_crf.py"]
+           "bench_crf.py", "bench_demo_step.py"]
 
 
 def main():
