@@ -95,6 +95,11 @@ def build_deeplab():
                                    decoder_filters=16, low_level_filters=8, aspp_dropout=0.0)
 
 
+# Under a multi-replica strategy the library's BatchNormalization is synchronized and runs
+# Keras' own computation (the fused kernel cannot all-reduce statistics); the single-device
+# reference uses that computation too (KERAS_DEEPLAB_FUSED_BN=0), so the two runs differ only
+# in the replica split. (Fused vs Keras' computation: tests/test_normalization.py.)
+os.environ["KERAS_DEEPLAB_FUSED_BN"] = "0"
 deeplab_initial = build_deeplab().get_weights()
 deeplab_runs = []
 deeplab_synced = []
@@ -120,6 +125,7 @@ net.set_weights(deeplab_initial)
 net.compile(optimizer=kd.training.poly_sgd(0.01, total_steps=4), loss=kd.losses.CrossEntropy())
 net.fit(tf.data.Dataset.from_tensor_slices((images, labels)).batch(4), epochs=2, verbose=0)
 del os.environ["KERAS_DEEPLAB_DILATED_GRADIENT"]
+del os.environ["KERAS_DEEPLAB_FUSED_BN"]
 
 print(json.dumps({
     "deeplab_noise": max_diff(deeplab_runs[0][0], net),
