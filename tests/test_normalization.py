@@ -326,3 +326,24 @@ def test_weights_saved_with_keras_batch_norm_load(tmp_path):
     np.testing.assert_allclose(ours(x, training=False), stock(x, training=False), rtol=1e-5, atol=1e-5)
     # and the stock file itself still loads as what it was
     assert type(keras.saving.load_model(path).get_layer("bn")) is keras.layers.BatchNormalization
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_no_center_no_scale_with_unknown_channel_count_in_the_trace(training):
+    # Traced with every dimension unknown, center=False / scale=False take the built weights'
+    # shape for the unit gamma / zero beta (the input's channel count is None in the trace).
+    x = _inputs(SHAPE, 3)[0]
+    mean, variance = np_batch_stats(x)
+    moving = _weights(SHAPE[-1], 0)[2:]
+    layer = BatchNormalization(center=False, scale=False, epsilon=1e-3, momentum=MOMENTUM)
+    layer.build(SHAPE)
+    layer.set_weights([w.astype("float32") for w in moving])
+    fn = tf.function(lambda t: layer(t, training=training),
+                     input_signature=[tf.TensorSpec([None] * 4, tf.float32)])
+    assert "FusedBatchNormV3" in [op.type for op in fn.get_concrete_function().graph.get_operations()]
+    got = np.asarray(fn(tf.constant(x)))
+    if training:
+        want = np_normalize(x, mean, variance, 1.0, 0.0, 1e-3)
+    else:
+        want = np_normalize(x, moving[0], moving[1], 1.0, 0.0, 1e-3)
+    _close(got, want, 1e-5, "output")

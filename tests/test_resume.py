@@ -99,6 +99,26 @@ def test_steps_per_execution_trains_the_same_and_resumes_exactly(tmp_path, unint
     assert kd.training.read_manifest(str(run))["resumes"][0]["global_step"] == 10
 
 
+@pytest.mark.large
+def test_resume_with_another_steps_per_execution_is_refused_when_it_would_overrun(
+        tmp_path, uninterrupted):
+    # Backed up at every step, killed after step 9 = epoch 2, step 3: the rest of that epoch
+    # (3 steps) cannot run in calls of 2, so Keras would train 4. Refused, nothing changed;
+    # resumed with one step per call it ends with the uninterrupted weights.
+    run = tmp_path / "run"
+    assert _run_until_paused(tmp_path, run, tmp_path / "x.npz", "--kill-at-step", "9",
+                             "--backup-steps", "1") == "9"
+    out = _run(tmp_path, run, tmp_path / "bad.npz", "--steps-per-execution", "2",
+               "--backup-steps", "2")
+    assert out.returncode != 0
+    assert ("resumes at step 3 of its epoch, which is not a multiple of "
+            "steps_per_execution=2") in out.stderr
+    assert [s for s, _ in checkpoints.list_backups(str(run / "backup"))][0] == 9
+    out = _run(tmp_path, run, tmp_path / "resumed.npz", "--backup-steps", "1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    _assert_same_weights(tmp_path / "resumed.npz", uninterrupted)
+
+
 def test_steps_per_execution_must_divide_epochs_and_backups(tmp_path):
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 1)])
     model.compile(optimizer="sgd", loss=kd.losses.CrossEntropy(), steps_per_execution=4)

@@ -233,6 +233,31 @@ def test_stop_on_nan_names_the_step():
     assert cb.failed_at == (0, 2, 3)
 
 
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_stop_on_nan_sees_nan_weights_when_the_loss_stays_finite(tmp_path, steps_per_execution):
+    # A NaN image batch at step 3 makes the first conv's weights NaN; oneDNN's max pooling and
+    # fused batch norm + ReLU turn the NaN activations into 0, so the loss can stay finite.
+    # The batch-norm moving statistics are NaN from that step on: the run must stop there.
+    keras.utils.set_random_seed(1)
+    model = kd.models.DeepLabV3Plus(num_classes=3, backbone="resnet18",
+                                    backbone_kwargs={"base_filters": 8}, aspp_filters=16,
+                                    decoder_filters=16, low_level_filters=8)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=kd.losses.CrossEntropy(),
+                  steps_per_execution=steps_per_execution)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    images[4:6] = np.nan  # batch index 2: step 3
+    masks = rng.integers(0, 3, (8, 32, 32, 1)).astype("int32")
+    import tensorflow as tf
+
+    train = tf.data.Dataset.from_tensor_slices((images, masks)).batch(2)
+    where = "step 3 of the epoch" if steps_per_execution == 1 else "one of steps 3-4 of the epoch"
+    with pytest.raises(kd.callbacks.NonFiniteLossError, match=rf"epoch 1, {where}"):
+        kd.training.fit(model, train, 2, str(tmp_path / "run"), tensorboard=False, verbose=0,
+                        backup_steps=2)
+    assert kd.training.read_manifest(str(tmp_path / "run"))["status"] != "finished"
+
+
 def test_tensorboard_masks_and_manifest(tmp_path):
     import tensorflow as tf
 

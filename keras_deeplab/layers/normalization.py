@@ -116,11 +116,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
         import tensorflow as tf
 
         x = tf.convert_to_tensor(inputs)
-        channels = x.shape[-1]
-        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones((channels,), tf.float32)
-        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros((channels,), tf.float32)
         moving_mean = tf.cast(self.moving_mean, tf.float32)
         moving_variance = tf.cast(self.moving_variance, tf.float32)
+        # (the built weights' shape: the input's channel count may be unknown when traced)
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones_like(moving_mean)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros_like(moving_mean)
         if training and self.trainable:
             empty = tf.constant([], tf.float32)
             y, mean, unbiased, _, _, _ = tf.raw_ops.FusedBatchNormV3(

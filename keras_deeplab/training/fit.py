@@ -314,7 +314,7 @@ def _plan(train_data, epochs, steps, batches, epoch, offset, log):
     return calls
 
 
-def check_steps_per_execution(model, steps, backup_steps):
+def check_steps_per_execution(model, steps, backup_steps, offset=0):
     """Checks that a model compiled with ``steps_per_execution=k > 1`` keeps epochs and
     backups exact.
 
@@ -327,10 +327,13 @@ def check_steps_per_execution(model, steps, backup_steps):
         model: a compiled `keras.Model` (``model.steps_per_execution``, default 1).
         steps: int or None. Steps per epoch (None: unknown, not checked).
         backup_steps: int or None. Steps between step-level backups.
+        offset: int. Steps already done in the epoch a resumed run starts in (its first
+            `model.fit` call runs ``steps - offset`` steps). Defaults to 0.
 
     Raises:
-        ValueError: ``k`` does not divide ``steps`` or ``backup_steps``; the message names
-            the numbers and the fix.
+        ValueError: ``k`` does not divide ``steps``, ``backup_steps`` or ``offset`` (a run
+            resumed with another ``k`` than it was backed up with); the message names the
+            numbers and the fix.
     """
     k = int(getattr(model, "steps_per_execution", 1) or 1)
     if k <= 1:
@@ -346,6 +349,12 @@ def check_steps_per_execution(model, steps, backup_steps):
             f"The model was compiled with steps_per_execution={k}, which does not divide "
             f"backup_steps={backup_steps}: backups are written between calls of {k} steps. "
             f"Pass backup_steps as a multiple of {k} (e.g. {k * max(1, backup_steps // k)}).")
+    if offset % k:
+        raise ValueError(
+            f"The run resumes at step {offset} of its epoch, which is not a multiple of "
+            f"steps_per_execution={k}: the rest of the epoch ({steps} - {offset} steps) cannot "
+            f"run in calls of {k}. Resume with the steps_per_execution the run was backed up "
+            f"with, or one that divides {offset} (e.g. {math.gcd(offset, k)}).")
 
 
 def fit(model, train_data, epochs, run_dir, val_data=None, num_classes=None, config=None,
@@ -358,9 +367,9 @@ def fit(model, train_data, epochs, run_dir, val_data=None, num_classes=None, con
     newest intact step-level backup (see the module docstring).
 
     A model compiled with ``steps_per_execution=k`` runs ``k`` steps per call (less
-    per-step overhead: the demo's small model trained 1.26x faster with k=8,
-    `benchmarks/bench_demo_step.py`); ``k`` must divide the steps per epoch and
-    ``backup_steps``.
+    per-step overhead for small models: `benchmarks/bench_demo_step.py`, RESULTS.md); ``k``
+    must divide the steps per epoch, ``backup_steps`` and, on resume, the steps already done
+    in the epoch (`check_steps_per_execution`).
 
     Args:
         model: a compiled segmentation model.
@@ -452,6 +461,7 @@ def fit(model, train_data, epochs, run_dir, val_data=None, num_classes=None, con
         epoch, offset = int(resume["epoch"]), int(resume["step"])
         if offset >= (steps or offset + 1):
             epoch, offset = epoch + 1, 0
+        check_steps_per_execution(model, steps, backup_steps, offset)
         best = ((previous or {}).get("metrics") or {}).get("best_val_miou")
         log(f"Resuming the run in {run_dir} at epoch {epoch + 1}, step {offset} "
             f"(global step {resume['global_step']}, backup {resume['path']}"
