@@ -38,7 +38,6 @@ an interrupted demo resumes from its last epoch when run again with the same ``-
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -282,20 +281,13 @@ def run(args):
 
     val_ds, test_ds = eval_ds("val"), eval_ds("test")
     steps_per_epoch = int(np.ceil(cfg["num_train"] / bs))
-    # Several optimizer steps per tf.function call: less per-step overhead for these small
-    # models (benchmarks/bench_demo_step.py); a divisor of the epoch and of the backup interval
-    # keeps epochs and backups exact (kd.training.fit checks it). Same weights as 1 step/call.
-    from keras_deeplab.training.fit import DEFAULT_BACKUP_STEPS
-
-    steps_per_execution = math.gcd(steps_per_epoch, DEFAULT_BACKUP_STEPS)
 
     # 2. train ----------------------------------------------------------------------------
     models = build_models(num_classes)
     results, history = {}, None
     for name, model in models.items():
         epochs = cfg["pixel_epochs"] if name == "pixel" else cfg["epochs"]
-        compile_model(model, cfg["lr"], epochs * steps_per_epoch, num_classes,
-                      steps_per_execution=steps_per_execution)
+        compile_model(model, cfg["lr"], epochs * steps_per_epoch, num_classes)
         t0 = time.time()
         _log(f"training {name} ({model.count_params():,} parameters) for {epochs} epochs")
         if name == "deeplabv3plus":
