@@ -107,14 +107,14 @@ def set_precision(precision="float32"):
       points, so parity within 0.5 points is neither shown nor ruled out
       (`benchmarks/RESULTS.md`, "bf16 accuracy parity").
     - ``"mixed_bfloat16"``: bfloat16 compute, float32 variables; no loss scaling needed.
-      For TPUs and CPUs with AMX or AVX512_BF16: on a 2-core CPU with AVX512_BF16 a
-      DeepLabV3-ResNet50 ran inference ~1.6x and training ~1.35x faster than in float32,
-      the demo's DeepLabv3+ trained ~1.3x faster (`benchmarks/RESULTS.md`; shared machine).
+      For TPUs and CPUs with AMX or AVX512_BF16: on an idle 2-core CPU with AVX512_BF16 a
+      DeepLabV3-ResNet50 ran inference and training ~1.8x faster than in float32
+      (`benchmarks/RESULTS.md`, quiet-machine section; with the fused batch norm).
       Without those instructions TensorFlow has no fast bfloat16 convolutions: on a CPU
       with AVX2 only a bf16 training step was 6x *slower*, which is why "auto" checks the
       CPU. Training with ``jit_compile=True`` under this policy fails in XLA on TF 2.21
-      ("Seen floating point types of different precisions" in the gradient of the ASPP
-      dropout); train bf16 without XLA. `kd.export.tflite` converts such a model's float32
+      (mixed precisions in a gradient, e.g. of the ASPP dropout or a ReLU); train bf16
+      without XLA (XLA was also slower than the default on CPU in float32). `kd.export.tflite` converts such a model's float32
       copy (TFLite has no bf16 kernels).
     - ``"mixed_float16"``: float16 compute for GPUs with tensor cores; `model.compile` wraps
       the optimizer in `keras.optimizers.LossScaleOptimizer` automatically.
