@@ -76,6 +76,14 @@ def cpu():
     return {"model": model, "simd_flags": [f for f in SIMD_FLAGS if f in flags]}
 
 
+def print_machine():
+    """Prints the CPU model, core count, SIMD flags and load average: the first line of
+    every benchmark run, so each table names the machine that produced it."""
+    info = cpu()
+    print(f"CPU: {info['model']}, {os.cpu_count()} cores, SIMD flags: {' '.join(info['simd_flags'])}; "
+          f"load {load()}", flush=True)
+
+
 def machine():
     import keras
     import tensorflow as tf

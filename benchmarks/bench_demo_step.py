@@ -31,7 +31,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import cpu, load, machine, median_of, run_cases, set_threads, write_json  # noqa: E402
+from _common import load, machine, median_of, print_machine, run_cases, set_threads, write_json  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ["default", "xla", "spe8", "keras_bn"]
@@ -97,10 +97,11 @@ def main(argv=None):
         result["images_per_s"] = args.batch / result["median_step_s"]
         print(json.dumps(result))
         return 0
-    info = cpu()
-    print(f"CPU: {info['model']}, {os.cpu_count()} cores, SIMD flags: {' '.join(info['simd_flags'])}; "
-          f"load {load()}", flush=True)
+    print_machine()
     cases = args.cases.split(",")
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        p.error(f"unknown --cases {', '.join(unknown)}; choose from {', '.join(CASES)}")
     child_args = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--size", str(args.size),
                   "--batch", str(args.batch), "--threads", str(args.threads)]
     runs = run_cases(os.path.abspath(__file__), cases, args.rounds, child_args)

@@ -36,11 +36,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import (  # noqa: E402
     TARGET_RATIO,
     conv_ceiling_gflops,
-    cpu,
     graph_flops,
     load,
     machine,
     median_of,
+    print_machine,
     quiet_tf,
     run_cases,
     set_threads,
@@ -198,9 +198,7 @@ def main():
             print(f"ASPP conv {key} 2048->256: native {r['native_ms']:.1f} ms, space-to-batch "
                   f"{r['space_to_batch_ms']:.1f} ms (native x{r['speedup']:.2f} faster)")
         return 0
-    info = cpu()
-    print(f"CPU: {info['model']}, {os.cpu_count()} cores, SIMD flags: {' '.join(info['simd_flags'])}; "
-          f"load {load()}", flush=True)
+    print_machine()
     cases = args.cases.split(",")
     common = ["--size", str(args.size), "--iters", str(args.iters), "--warmup", str(args.warmup),
               "--threads", str(args.threads)]

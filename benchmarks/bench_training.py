@@ -35,10 +35,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
     TARGET_RATIO,
-    cpu,
     load,
     machine,
     median_of,
+    print_machine,
     run_cases,
     set_threads,
     torchvision_deeplabv3,
@@ -160,9 +160,7 @@ def main(argv=None):
         result["images_per_s"] = args.batch / result["median_step_s"]
         print(json.dumps(result))
         return 0
-    info = cpu()
-    print(f"CPU: {info['model']}, {os.cpu_count()} cores, SIMD flags: {' '.join(info['simd_flags'])}; "
-          f"load {load()}", flush=True)
+    print_machine()
     cases = args.cases.split(",")
     child_args = ["--crop", str(args.crop), "--batch", str(args.batch), "--steps", str(args.steps),
                   "--warmup", str(args.warmup), "--threads", str(args.threads)] + (["--quick"] if args.quick else [])

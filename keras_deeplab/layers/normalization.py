@@ -55,8 +55,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
     ``synchronized=False`` and ``KERAS_DEEPLAB_FUSED_BN`` not ``0``. Everything else (JAX and
     PyTorch backends, other ranks or axes, float16/float64 inputs, masks, renorm, SyncBN, and
     ``epsilon < 1.001e-5`` when TensorFlow sees a GPU, because cuDNN rejects epsilons below
-    its 1e-5 minimum; the GPU kernels are untested here) runs Keras' own ``call``. With the variable set to ``0`` (read at call / trace time, so set
-    it before a model's step function is traced) the layer is exactly Keras' layer.
+    its 1e-5 minimum; the GPU kernels are untested here) runs Keras' own ``call``. With the
+    variable set to ``0`` (read at call / trace time, so set it before a model's step
+    function is traced) the layer is exactly Keras' layer.
 
     - Training (``training and self.trainable``, as Keras decides): normalizes with the batch
       statistics over ``N*H*W`` and updates

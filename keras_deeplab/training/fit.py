@@ -366,10 +366,10 @@ def fit(model, train_data, epochs, run_dir, val_data=None, num_classes=None, con
     Started again with the same arguments after a crash or ``kill -9``, it resumes at the
     newest intact step-level backup (see the module docstring).
 
-    A model compiled with ``steps_per_execution=k`` runs ``k`` steps per call (less
-    per-step overhead for small models: `benchmarks/bench_demo_step.py`, RESULTS.md); ``k``
-    must divide the steps per epoch, ``backup_steps`` and, on resume, the steps already done
-    in the epoch (`check_steps_per_execution`).
+    A model compiled with ``steps_per_execution=k`` runs ``k`` steps per call and the
+    callbacks once per call (the demo ran 489 s with k=25 against 530 s with k=1,
+    `benchmarks/RESULTS.md`); ``k`` must divide the steps per epoch, ``backup_steps`` and,
+    on resume, the steps already done in the epoch (`check_steps_per_execution`).
 
     Args:
         model: a compiled segmentation model.
@@ -399,8 +399,9 @@ def fit(model, train_data, epochs, run_dir, val_data=None, num_classes=None, con
     Raises:
         ValueError: empty training or validation set, classes mismatch, run directory of
             another configuration (the changes listed) or of a finished run, a
-            ``steps_per_execution`` that does not divide the steps per epoch or
-            ``backup_steps`` (`check_steps_per_execution`).
+            ``steps_per_execution`` that does not divide the steps per epoch,
+            ``backup_steps`` or a resumed run's step in its epoch
+            (`check_steps_per_execution`).
         ZeroStepsError: training ran but completed no step.
         FloatingPointError: non-finite training loss (`NonFiniteLossError`) or validation
             logits.

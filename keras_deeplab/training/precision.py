@@ -114,8 +114,8 @@ def set_precision(precision="float32"):
       with AVX2 only a bf16 training step was 6x *slower*, which is why "auto" checks the
       CPU. Training with ``jit_compile=True`` under this policy fails in XLA on TF 2.21
       (mixed precisions in a gradient, e.g. of the ASPP dropout or a ReLU); train bf16
-      without XLA (XLA was also slower than the default on CPU in float32). `kd.export.tflite` converts such a model's float32
-      copy (TFLite has no bf16 kernels).
+      without XLA (XLA was also slower than the default on CPU in float32).
+      `kd.export.tflite` converts such a model's float32 copy (TFLite has no bf16 kernels).
     - ``"mixed_float16"``: float16 compute for GPUs with tensor cores; `model.compile` wraps
       the optimizer in `keras.optimizers.LossScaleOptimizer` automatically.
     - ``"float32"``: full precision.

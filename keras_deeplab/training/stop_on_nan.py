@@ -28,7 +28,8 @@ class StopOnNaN(keras.callbacks.Callback):
     of a batch norm in training are NaN whenever its input holds a NaN, and they go into the
     layer's moving statistics; so with ``check_batch_norm`` (the default) the moving mean and
     variance of every `keras.layers.BatchNormalization` of the model are checked too, at the
-    same steps as the loss (a few small vectors: ~2 ms per check for a ResNet-50 DeepLab).
+    same steps as the loss (118 small vectors for a ResNet-50 DeepLabV3: ~8-9 ms per check
+    on a 2-core CPU; with ``steps_per_execution=k`` the check runs once per k steps).
 
     Args:
         raise_error: bool. Raise `NonFiniteLossError` (True) or only stop training (False).
@@ -48,10 +49,13 @@ class StopOnNaN(keras.callbacks.Callback):
         self.raise_error = bool(raise_error)
         self.monitor = monitor
         self.check_batch_norm = bool(check_batch_norm)
-        self._statistics = None  # [(layer name, variable)], found at the first check
+        self._statistics = None  # [(layer name, variable)] of the model being trained
         self.epoch = 0
         self.global_step = 0
         self.failed_at = None  # (epoch, step_in_epoch, global_step) once it happened
+
+    def on_train_begin(self, logs=None):
+        self._statistics = None  # found at the first check (the callback may be reused)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
